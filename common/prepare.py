@@ -1,0 +1,271 @@
+"""`autoresearch prepare`: source text -> tokenizer -> token shards, resumable at every step.
+
+    autoresearch prepare --dataset demo                 # offline, generated here, seconds
+    autoresearch prepare --dataset climbmix --num-shards 10
+    autoresearch prepare --dataset tinystories
+    autoresearch prepare --dataset ~/my_corpus          # .parquet (`text` column), .jsonl or .txt files
+
+Layout of a data directory (<home>/<dataset>/ unless --data-dir):
+
+    text/                downloaded or generated parquet text shards (local corpora are read in place)
+    tokenizer.json       HF tokenizers byte-level BPE, trained on the training split only
+    token_bytes.npy      UTF-8 byte length per token id (0 for specials)
+    tokens/*.bin         uint16 token shards (see common/shards.py)
+    val/                 cached val rows per (MAX_SEQ_LEN, EVAL_TOKENS)
+    manifest.json        sha256 of all of the above; updated after each step, so a rerun resumes
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from common import manifest as mf
+from common import paths
+from common.evaluate import unigram_bpb
+from common.shards import read_shard, write_shard
+from common.sources import SkipCounts, SourceError, held_out, is_val_file, iter_batches, list_text_files
+from common.tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer, save_tokenizer, sha256_file, train_tokenizer
+
+REMOTE = ("climbmix", "tinystories")
+HELD_OUT_PERMILLE = 10  # 1% of documents held out as val when a local corpus has no val.* file
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def dataset_name(dataset: str) -> str:
+    if dataset in ("demo", *REMOTE):
+        return dataset
+    path = Path(dataset).expanduser().resolve()
+    return f"{path.name or 'corpus'}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+
+
+def prepare(
+    dataset: str = "demo",
+    data_dir: Path | None = None,
+    vocab_size: int = DEFAULT_VOCAB_SIZE,
+    num_shards: int = 10,
+    workers: int = 8,
+    max_tokenizer_chars: int = 1_000_000_000,
+) -> Path:
+    """Prepare `dataset` into `data_dir` and make it the current data directory. Returns the data directory."""
+    data_dir = Path(data_dir).expanduser() if data_dir else paths.dataset_dir(dataset_name(dataset))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    log(f"prepare: dataset {dataset} -> {data_dir}")
+    m = mf.load(data_dir)
+    m["dataset"] = dataset
+
+    train_files, val_files = _sources(dataset, data_dir, num_shards, workers)
+    m["text"] = {
+        "train": [{"path": str(p), "sha256": _cached_sha(m, p)} for p in train_files],
+        "val": [{"path": str(p), "sha256": _cached_sha(m, p)} for p in val_files],
+        "held_out_permille": HELD_OUT_PERMILLE if not val_files else 0,
+    }
+    mf.save(data_dir, m)
+
+    tok_sha = _ensure_tokenizer(m, data_dir, train_files, bool(val_files), vocab_size, max_tokenizer_chars)
+    _ensure_shards(m, data_dir, train_files, val_files, tok_sha)
+    _stats(m, data_dir)
+    mf.save(data_dir, m)
+    paths.set_current(data_dir)
+    s = m["stats"]
+    log(
+        f"prepare: done in {time.time() - t0:.1f}s: {s['train_tokens']:,} train tokens in {s['train_docs']:,} documents, "
+        f"{s['val_tokens']:,} val tokens; unigram baseline {s['unigram_bpb']:.3f} bpb; skipped {s['skipped']['empty']} "
+        f"empty, {s['skipped']['not_utf8']} non-UTF-8, {s['skipped']['bad_json']} bad JSON documents"
+    )
+    return data_dir
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sources
+
+
+def _sources(dataset: str, data_dir: Path, num_shards: int, workers: int) -> tuple[list[Path], list[Path]]:
+    """(train text files, val text files); an empty val list means: hold out documents by hash."""
+    if dataset == "demo":
+        from common.demo import write_demo_corpus
+
+        text_dir = data_dir / "text"
+        val = text_dir / "val.parquet"
+        train = sorted(text_dir.glob("shard_*.parquet"))
+        if not (val.exists() and train):
+            log("prepare: generating the demo corpus")
+            train, val = write_demo_corpus(text_dir)
+        return list(train), [val]
+    if dataset in REMOTE:
+        from common import download
+
+        text_dir = data_dir / "text"
+        if dataset == "climbmix":
+            train_remote, val_remote = download.climbmix_files(num_shards, text_dir)
+        else:
+            train_remote, val_remote = download.tinystories_files(text_dir)
+        log(f"prepare: downloading {len(train_remote) + 1} files into {text_dir}")
+        download.download_all([*train_remote, val_remote], workers=workers)
+        return [f.dest for f in train_remote], [val_remote.dest]
+    files = list_text_files(Path(dataset).expanduser())
+    val = [p for p in files if is_val_file(p)]
+    train = [p for p in files if not is_val_file(p)]
+    if not train:
+        raise SourceError(f"{dataset} holds only a val file: add training text beside it")
+    return train, val
+
+
+def _cached_sha(m: dict, path: Path) -> str:
+    """sha256 of a text file, reusing the manifest's value when size and mtime are unchanged."""
+    st = path.stat()
+    key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+    cache = m.setdefault("sha_cache", {})
+    if key not in cache:
+        cache[key] = sha256_file(path)
+    return cache[key]
+
+
+def _documents(files: list[Path], skips: SkipCounts, keep) -> Iterator[list[str]]:
+    for path in files:
+        for batch in iter_batches(path, skips):
+            kept = [d for d in batch if keep(d)]
+            if kept:
+                yield kept
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tokenizer
+
+
+def _ensure_tokenizer(m, data_dir, train_files, has_val_file, vocab_size, max_chars) -> str:
+    inputs = {"train": [e["sha256"] for e in m["text"]["train"]], "vocab_size": vocab_size}
+    tok_path = data_dir / "tokenizer.json"
+    entry = m.get("tokenizer")
+    if (
+        entry
+        and entry.get("inputs") == inputs
+        and tok_path.exists()
+        and sha256_file(tok_path) == entry["sha256"]
+    ):
+        log(f"prepare: tokenizer up to date ({entry['vocab_size']} tokens)")
+        return entry["sha256"]
+    m.pop("shards", None)  # shards made with another tokenizer are void
+    log(f"prepare: training a {vocab_size}-token BPE on the training split")
+    t0 = time.time()
+    keep = (lambda d: True) if has_val_file else (lambda d: not held_out(d, HELD_OUT_PERMILLE))
+    texts = (doc for batch in _documents(train_files, SkipCounts(), keep) for doc in batch)
+    tok = train_tokenizer(texts, vocab_size, max_chars)
+    sha = save_tokenizer(tok, data_dir)
+    actual = tok.get_vocab_size(with_added_tokens=True)
+    if actual < vocab_size:
+        log(
+            f"prepare: the corpus supports only {actual} of the {vocab_size} requested tokens; using {actual}"
+        )
+    m["tokenizer"] = {
+        "sha256": sha,
+        "vocab_size": actual,
+        "inputs": inputs,
+        "token_bytes_sha256": sha256_file(data_dir / "token_bytes.npy"),
+    }
+    mf.save(data_dir, m)
+    log(f"prepare: tokenizer trained in {time.time() - t0:.1f}s")
+    return sha
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Token shards
+
+
+def _ensure_shards(m, data_dir, train_files, val_files, tok_sha) -> None:
+    """One token shard per text file (plus its held-out val part when the corpus has no val file), so progress is
+    saved file by file."""
+    tok = Tokenizer.load(data_dir / "tokenizer.json")
+    shards = m.setdefault("shards", {})
+    skipped = m.setdefault("skipped", {})
+    held = not val_files
+    # (source files, {role: shard name})
+    jobs = [
+        ([p], {"train": f"train_{i:05d}", **({"val": f"val_{i:05d}"} if held else {})})
+        for i, p in enumerate(train_files)
+    ]
+    if not held:
+        jobs.append((val_files, {"val": "val"}))
+    expected = {name: [str(p) for p in files] for files, names in jobs for name in names.values()}
+    # Forget shards whose sources changed (another --num-shards, a changed corpus) or whose file is gone.
+    for name in list(shards):
+        e = shards[name]
+        if (
+            expected.get(name) != e["sources"]
+            or e["tokenizer_sha256"] != tok_sha
+            or not (data_dir / e["path"]).exists()
+        ):
+            del shards[name]
+
+    t0, done_tokens = time.time(), 0
+    for n, (files, names) in enumerate(jobs, 1):
+        if all(name in shards for name in names.values()):
+            continue  # done in an earlier run (its sha256 is checked on use)
+        skips = SkipCounts()
+        docs: dict[str, list[np.ndarray]] = {role: [] for role in names}
+        for batch in _documents(files, skips, lambda d: True):
+            for text, ids in zip(batch, tok.encode_batch(batch)):
+                role = (
+                    "val"
+                    if held and held_out(text, HELD_OUT_PERMILLE)
+                    else ("train" if held else next(iter(names)))
+                )
+                docs[role].append(np.asarray(ids, dtype=np.uint16))
+        for role, name in names.items():
+            path = data_dir / "tokens" / f"{name}.bin"
+            ntok = write_shard(path, docs[role], tok.vocab_size, tok_sha)
+            shards[name] = {
+                "path": str(path.relative_to(data_dir)),
+                "role": role,
+                "sources": expected[name],
+                "sha256": sha256_file(path),
+                "num_docs": len(docs[role]),
+                "num_tokens": ntok,
+                "tokenizer_sha256": tok_sha,
+            }
+            done_tokens += ntok
+        skipped[next(iter(names.values()))] = skips.to_dict()
+        mf.save(data_dir, m)  # after every file: Ctrl-C loses at most the file in progress
+        rate = done_tokens / max(time.time() - t0, 1e-9)
+        log(f"prepare: tokenized {n}/{len(jobs)} files ({done_tokens:,} tokens, {rate / 1e6:.2f}M tokens/s)")
+    if not any(e["role"] == "val" and e["num_tokens"] > 0 for e in shards.values()):
+        raise SourceError(
+            "too little text for a validation split: no validation documents. Add a val.parquet/.jsonl/.txt file "
+            "or more documents (1% of documents are held out when there is no val file)"
+        )
+    if not any(e["role"] == "train" and e["num_tokens"] > 0 for e in shards.values()):
+        raise SourceError("no training documents left after holding out the validation split: add more text")
+
+
+def _stats(m: dict, data_dir: Path) -> None:
+    shards = m["shards"]
+    vocab = m["tokenizer"]["vocab_size"]
+    counts = np.zeros(vocab, dtype=np.int64)
+    for e in shards.values():
+        if e["role"] == "train":
+            counts += np.bincount(read_shard(data_dir / e["path"]).tokens, minlength=vocab)
+    val_tokens = np.concatenate(
+        [read_shard(data_dir / e["path"]).tokens for e in shards.values() if e["role"] == "val"]
+    )
+    token_bytes = np.load(data_dir / "token_bytes.npy")
+    totals: dict[str, int] = {"empty": 0, "not_utf8": 0, "bad_json": 0}
+    for s in m.get("skipped", {}).values():
+        for k in totals:
+            totals[k] += s[k]
+    m["stats"] = {
+        "train_tokens": int(sum(e["num_tokens"] for e in shards.values() if e["role"] == "train")),
+        "train_docs": int(sum(e["num_docs"] for e in shards.values() if e["role"] == "train")),
+        "val_tokens": int(len(val_tokens)),
+        "val_docs": int(sum(e["num_docs"] for e in shards.values() if e["role"] == "val")),
+        "unigram_bpb": unigram_bpb(counts, val_tokens.astype(np.int64), token_bytes),
+        "skipped": totals,
+    }
