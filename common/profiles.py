@@ -9,9 +9,10 @@ recommendation.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 ENV_VAR = "AUTORESEARCH_PROFILE"
+BUDGET_ENV = "AUTORESEARCH_TIME_BUDGET"  # seconds; for benchmarks: renames the profile, e.g. "h100@120s"
 
 
 @dataclass(frozen=True)
