@@ -52,9 +52,17 @@ def get_profile(name: str | None = None) -> Profile:
         from common.hardware import probe  # lazy: probing imports the frameworks
 
         name = probe()["recommended"]["profile"]
-    try:
-        return PROFILES[name]
-    except KeyError:
+    base, _, _ = name.partition("@")
+    if base not in PROFILES:
         raise ValueError(
             f"unknown profile {name!r}: choose one of {', '.join(PROFILES)} (--profile or ${ENV_VAR})"
-        ) from None
+        )
+    profile = PROFILES[base]
+    budget = os.environ.get(BUDGET_ENV)
+    if budget:
+        # Another budget is another experiment: the name says so, so results never mix with the base profile's.
+        seconds = float(budget)
+        if seconds <= 0:
+            raise ValueError(f"${BUDGET_ENV}={budget} must be a positive number of seconds")
+        profile = replace(profile, name=f"{base}@{seconds:g}s", time_budget=seconds)
+    return profile
