@@ -109,7 +109,9 @@ def _sources(dataset: str, data_dir: Path, num_shards: int, workers: int) -> tup
             train_remote, val_remote = download.climbmix_files(num_shards, text_dir)
         else:
             train_remote, val_remote = download.tinystories_files(text_dir)
-        val_remote = [] if val_remote is None else [val_remote]  # tinystories has no val file: hold out by hash
+        val_remote = (
+            [] if val_remote is None else [val_remote]
+        )  # tinystories has no val file: hold out by hash
         log(f"prepare: downloading {len(train_remote) + len(val_remote)} files into {text_dir}")
         download.download_all([*train_remote, *val_remote], workers=workers)
         return [f.dest for f in train_remote], [f.dest for f in val_remote]

@@ -348,3 +348,40 @@ def test_tinystories_files(tmp_path, monkeypatch):
 def test_module_imports_neither_torch_nor_mlx():
     code = "import sys, common.download; assert not {'torch', 'mlx'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+def test_prepare_climbmix_end_to_end_from_a_mirror(hub, tmp_path, monkeypatch):
+    """`prepare --dataset climbmix` against the local server: shards downloaded (one failing first), the pinned
+    val shard used as val, checksums in the manifest, and a rerun downloads nothing."""
+    import io
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from common.prepare import prepare
+    from tests.conftest import make_docs
+
+    def parquet_bytes(docs):
+        buf = io.BytesIO()
+        pq.write_table(pa.table({"text": docs}), buf)
+        return buf.getvalue()
+
+    prefix = "/datasets/karpathy/climbmix-400b-shuffle/resolve/main"
+    for i, name in enumerate(["shard_00000.parquet", "shard_00001.parquet", "shard_06542.parquet"]):
+        hub.add(f"{prefix}/{name}", parquet_bytes(make_docs(120, i)))
+    hub.faults[f"{prefix}/shard_00001.parquet"] = [503]
+    monkeypatch.setenv("AUTORESEARCH_HF_BASE", hub.base)
+    real = dl.download_all
+    monkeypatch.setattr(dl, "download_all", lambda files, **k: real(files, **k, **FAST))  # fast retries
+    out = prepare("climbmix", tmp_path / "d", vocab_size=300, num_shards=2, workers=2)
+    m = json.loads((out / "manifest.json").read_text())
+    assert [Path(e["path"]).name for e in m["text"]["train"]] == [
+        "shard_00000.parquet",
+        "shard_00001.parquet",
+    ]
+    assert [Path(e["path"]).name for e in m["text"]["val"]] == ["shard_06542.parquet"]
+    assert m["text"]["val"][0]["sha256"] == sha(hub.files[f"{prefix}/shard_06542.parquet"])
+    n_requests = len(hub.requests)
+    prepare("climbmix", tmp_path / "d", vocab_size=300, num_shards=2, workers=2)
+    assert len(hub.requests) == n_requests  # complete files are not fetched again
