@@ -215,14 +215,19 @@ def _ensure_shards(m, data_dir, train_files, val_files, tok_sha) -> None:
             continue  # done in an earlier run (its sha256 is checked on use)
         skips = SkipCounts()
         docs: dict[str, list[np.ndarray]] = {role: [] for role in names}
+        last_log = time.time()
+        only_role = next(iter(names))
         for batch in _documents(files, skips, lambda d: True):
             for text, ids in zip(batch, tok.encode_batch(batch)):
-                role = (
-                    "val"
-                    if held and held_out(text, HELD_OUT_PERMILLE)
-                    else ("train" if held else next(iter(names)))
-                )
+                role = ("val" if held_out(text, HELD_OUT_PERMILLE) else "train") if held else only_role
                 docs[role].append(np.asarray(ids, dtype=np.uint16))
+                done_tokens += len(ids)
+            if time.time() - last_log > 10:  # progress inside large files (tinystories is one 640 MB file)
+                last_log = time.time()
+                rate = done_tokens / (last_log - t0)
+                log(
+                    f"prepare: file {n}/{len(jobs)}: {sum(map(len, docs.values())):,} docs ({rate / 1e6:.2f}M tokens/s)"
+                )
         for role, name in names.items():
             path = data_dir / "tokens" / f"{name}.bin"
             ntok = write_shard(path, docs[role], tok.vocab_size, tok_sha)
@@ -235,7 +240,6 @@ def _ensure_shards(m, data_dir, train_files, val_files, tok_sha) -> None:
                 "num_tokens": ntok,
                 "tokenizer_sha256": tok_sha,
             }
-            done_tokens += ntok
         skipped[next(iter(names.values()))] = skips.to_dict()
         mf.save(data_dir, m)  # after every file: Ctrl-C loses at most the file in progress
         rate = done_tokens / max(time.time() - t0, 1e-9)
