@@ -1,0 +1,1 @@
+"""Fixed per-backend glue for the training scripts: device, sync, memory, array I/O, eval adapter."""

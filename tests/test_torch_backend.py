@@ -1,0 +1,455 @@
+"""train_torch.py and backends/torch_backend.py on the CPU: an end-to-end CI run, the optimizer against float64
+numpy references written here from docs/twins.md, Polar Express, rotary, window masks and weight I/O. CUDA-only
+paths (torch.compile, FlexAttention, pinned copies) skip with a reason where there is no GPU.
+
+    pytest tests/test_torch_backend.py
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+ROOT = Path(__file__).resolve().parent.parent
+CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (compile, FlexAttention, pinned copies)")
+
+COEFFS = [  # docs/twins.md, copied by hand: the reference must not import what it checks
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+]
+
+
+@pytest.fixture(scope="module")
+def tt():
+    """train_torch imported under the ci profile (its hyperparameters read the profile at import)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AUTORESEARCH_PROFILE", "ci")
+    import train_torch
+
+    yield train_torch
+    mp.undo()
+
+
+def small_model(tt, pattern="SSSL", n_layer=2, T=16, vocab=64, seed=0):
+    torch.manual_seed(seed)
+    cfg = tt.GPTConfig(
+        sequence_len=T,
+        vocab_size=vocab,
+        n_layer=n_layer,
+        n_head=2,
+        n_kv_head=2,
+        n_embd=32,
+        window_pattern=pattern,
+    )
+    model = tt.GPT(cfg)
+    model.init_weights()
+    with torch.no_grad():  # break init's zeros/identities so every weight matters
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# End to end
+
+
+def run_script(script, data_dir, timeout=240):
+    env = dict(os.environ)
+    env.update(
+        AUTORESEARCH_DATA_DIR=str(data_dir),
+        AUTORESEARCH_PROFILE="ci",
+        AUTORESEARCH_BACKEND="cpu",
+        PYTHONUNBUFFERED="1",
+        PYTHONPATH=str(ROOT),
+        OMP_NUM_THREADS="1",  # two OpenMP threads on a shared 2-core box stall for seconds
+    )
+    env.pop("AUTORESEARCH_TIME_BUDGET", None)
+    return subprocess.run(
+        [sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_ci_run_trains_and_prints_summary(prepared):
+    from common.summary import parse_summary
+
+    out = run_script(ROOT / "train_torch.py", prepared)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    s = parse_summary(out.stdout)
+    assert math.isfinite(s["val_bpb"]) and 0 < s["val_bpb"] < 20
+    assert s["backend"] == "cpu" and s["profile"] == "ci" and s["depth"] == 2 and s["num_steps"] >= 1
+    assert s["mfu_percent"] is None  # a CPU has no known bf16 peak: null, never the H100's
+    for key in ("startup_seconds", "compile_seconds", "eval_seconds", "tokens_per_second", "dataset"):
+        assert key in s
+    losses = [float(m) for m in re.findall(r"^step \d+ .*?\| loss ([0-9.]+)", out.stdout, re.M)]
+    assert len(losses) == s["num_steps"] and all(math.isfinite(v) for v in losses)
+    dts = [int(m) for m in re.findall(r"\| dt (\d+)ms", out.stdout)]
+    assert min(dts) > 0  # each step's own time, never a zero from a missed mark
+    if len(losses) >= 4:  # a badly overloaded machine may calibrate to very few steps
+        assert losses[-1] < losses[0] - 0.3, losses
+
+
+def test_nan_loss_fails_fast(prepared, tmp_path):
+    script = tmp_path / "train_nan.py"
+    src = (ROOT / "train_torch.py").read_text()
+    assert "\nEMBEDDING_LR = " in src
+    script.write_text(src.replace("\nEMBEDDING_LR = ", "\nEMBEDDING_LR = float('nan') or ", 1))
+    out = run_script(script, prepared)
+    assert out.returncode == 1
+    assert re.search(r"^FAIL: loss nan", out.stdout, re.M) and "val_bpb" not in out.stdout
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Optimizer vs float64 numpy references (docs/twins.md)
+
+
+def ref_adamw(p, g, m, v, step, lr, beta1, beta2, eps, wd):
+    p = p * (1 - lr * wd)
+    m = m + (g - m) * (1 - beta1)
+    v = v + (g * g - v) * (1 - beta2)
+    p = p - (lr / (1 - beta1**step)) * m / (np.sqrt(v / (1 - beta2**step)) + eps)
+    return p, m, v
+
+
+def ref_muon(p, g, buf, second, lr, momentum, wd, beta2):
+    R, C = p.shape[-2:]
+    buf = buf + (g - buf) * (1 - momentum)
+    g = g + (buf - g) * momentum
+    X = g / (np.linalg.norm(g, axis=(-2, -1), keepdims=True) * 1.02 + 1e-6)
+    for a, b, c in COEFFS:
+        if R > C:
+            A = np.swapaxes(X, -1, -2) @ X
+            X = a * X + X @ (b * A + c * A @ A)
+        else:
+            A = X @ np.swapaxes(X, -1, -2)
+            X = a * X + (b * A + c * A @ A) @ X
+    red = -1 if R >= C else -2
+    n = X.shape[red]
+    v_mean = np.mean(X * X, axis=red, keepdims=True)
+    v_norm = np.sqrt(np.sum(v_mean, axis=(-2, -1), keepdims=True) * n)
+    second = second + (v_mean - second) * (1 - beta2)
+    step = 1 / np.sqrt(np.maximum(second, 1e-10))
+    v_norm_new = np.sqrt(np.sum(v_mean * n * step**2, axis=(-2, -1), keepdims=True))
+    X = X * step * (v_norm / np.maximum(v_norm_new, 1e-10))
+    lr_eff = lr * max(1, R / C) ** 0.5
+    mask = (X * p) >= 0
+    p = p - lr_eff * X - lr_eff * wd * p * mask
+    return p, buf, second
+
+
+def t32(a):
+    return torch.tensor(a, dtype=torch.float32)
+
+
+def test_adamw_step_matches_reference(tt):
+    rng = np.random.default_rng(0)
+    p, m, v = rng.normal(size=(5, 7)), np.zeros((5, 7)), np.zeros((5, 7))
+    tp, tm, tv = t32(p), t32(m), t32(v)
+    hp = dict(lr=0.01, beta1=0.8, beta2=0.95, eps=1e-10, wd=0.1)
+    for step in (1, 2, 3):
+        g = rng.normal(size=(5, 7))
+        p, m, v = ref_adamw(p, g, m, v, step, **hp)
+        tt.adamw_step(
+            tp, t32(g), tm, tv, t32(step), *(t32(hp[k]) for k in ("lr", "beta1", "beta2", "eps", "wd"))
+        )
+    np.testing.assert_allclose(tp.numpy(), p, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(tm.numpy(), m, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(tv.numpy(), v, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(3, 16, 8), (3, 8, 16), (2, 12, 12)])  # tall, wide, square
+def test_muon_step_matches_reference(tt, shape):
+    rng = np.random.default_rng(1)
+    K, R, C = shape
+    p = rng.normal(size=shape) * 0.1
+    buf = np.zeros(shape)
+    second = np.zeros((K, R, 1) if R >= C else (K, 1, C))
+    tp, tbuf, tsec = t32(p), t32(buf), t32(second)
+    hp = dict(lr=0.04, momentum=0.9, wd=0.2, beta2=0.95)
+    for _ in range(3):
+        g = rng.normal(size=shape)
+        p, buf, second = ref_muon(p, g, buf, second, **hp)
+        args = [t32(hp[k]) for k in ("momentum", "lr", "wd", "beta2")]
+        tt.muon_step(tp, t32(g), tbuf, tsec, *args, 5, torch.float32)
+    np.testing.assert_allclose(tbuf.numpy(), buf, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(tsec.numpy(), second, rtol=1e-3, atol=1e-7)
+    np.testing.assert_allclose(tp.numpy(), p, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(2, 64, 32), (2, 32, 64)])
+def test_polar_express_near_orthogonal_and_finite(tt, dtype, shape):
+    torch.manual_seed(0)
+    g = torch.randn(shape).to(dtype)
+    X = tt.polar_express(g, 5, dtype)
+    assert X.dtype == dtype and torch.isfinite(X).all()
+    s = torch.linalg.svdvals(X.float())
+    # Polar Express trades exactness for speed: singular values land near 1, never near 0 or far above.
+    assert s.min() > 0.5 and s.max() < 1.5, (s.min(), s.max())
+
+
+def test_optimizer_groups_follow_the_contract(tt):
+    model = small_model(tt, n_layer=2)
+    opt = tt.setup_optimizer(model, 0.004, 0.6, 0.04, 0.2, (0.8, 0.95), 0.5)
+    scale = (32 / 768) ** -0.5
+    adam = {tuple(g["names"]): g for g in opt.param_groups if g["kind"] == "adamw"}
+    assert adam[("lm_head.weight",)]["lr"] == pytest.approx(0.004 * scale)
+    assert adam[("transformer.wte.weight",)]["lr"] == pytest.approx(0.6 * scale)
+    assert adam[("value_embeds.1.weight",)]["lr"] == pytest.approx(0.6 * scale)
+    assert adam[("resid_lambdas",)]["lr"] == pytest.approx(0.005)
+    assert adam[("x0_lambdas",)]["lr"] == 0.5 and adam[("x0_lambdas",)]["betas"] == (0.96, 0.95)
+    assert all(g["eps"] == 1e-10 and g["weight_decay"] == 0.0 for g in adam.values())
+    muon = [g for g in opt.param_groups if g["kind"] == "muon"]
+    params = dict(model.named_parameters())
+    blocks = {k for k, p in params.items() if k.startswith("transformer.h.") and p.ndim == 2}
+    assert {n for g in muon for n in g["names"]} == blocks
+    assert all(len({params[n].shape for n in g["names"]}) == 1 for g in muon)
+    x = torch.randint(0, 64, (2, 16))
+    before = {k: p.detach().clone() for k, p in params.items()}
+    model(x, x).backward()
+    opt.set_schedule(1.0, 0.9, 0.2)
+    opt.step()  # one full step through every group, eagerly
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert all(
+        not torch.equal(before[k], p)
+        for k, p in params.items()
+        if not k.endswith(("c_proj.weight", "ve_gate.weight"))
+    )
+
+
+def test_softcap_cross_entropy_matches_plain_autograd(tt):
+    torch.manual_seed(0)
+    logits = (20 * torch.randn(6, 50)).requires_grad_()  # large, so the soft cap bends them
+    targets = torch.randint(0, 50, (6,))
+    grad = torch.rand(6)
+    ref = F.cross_entropy(tt.SOFTCAP * torch.tanh(logits / tt.SOFTCAP), targets, reduction="none")
+    (ref_grad,) = torch.autograd.grad(ref, logits, grad)
+    got = tt.SoftcapCrossEntropy.apply(logits, targets)
+    (got_grad,) = torch.autograd.grad(got, logits, grad)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_grad, ref_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_calibration_reset_gives_a_fresh_run(tt):
+    # main() trains throwaway calibration steps, then restores the weights and resets the optimizer: the real run
+    # must then be exactly the run a fresh model and optimizer would make.
+    def fresh():
+        model = small_model(tt, n_layer=2, seed=3)
+        opt = tt.setup_optimizer(model, 0.004, 0.6, 0.04, 0.2, (0.8, 0.95), 0.5)
+        return model, opt, tt.make_train_step(model, opt, compiled=False)
+
+    torch.manual_seed(0)
+    batches = [([torch.randint(0, 64, (2, 16))], [torch.randint(0, 64, (2, 16))]) for _ in range(3)]
+    a, opt_a, step_a = fresh()
+    initial = {k: v.detach().to("cpu", copy=True) for k, v in a.state_dict().items()}
+    for x, y in batches:  # calibration
+        step_a(x, y)
+    with torch.no_grad():
+        for k, v in a.state_dict().items():
+            v.copy_(initial[k])
+    opt_a.reset()
+    b, _, step_b = fresh()
+    for x, y in batches[:2]:
+        torch.testing.assert_close(step_a(x, y), step_b(x, y), rtol=0, atol=0)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(va, vb, rtol=0, atol=0, msg=k)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model pieces
+
+
+def test_rotary_matches_formula(tt):
+    T, H, D = 6, 2, 8
+    cos, sin = tt.GPT._rotary_tables(T, D)
+    x = torch.randn(1, T, H, D)
+    y = tt.apply_rotary_emb(x, cos[None, :, None, :], sin[None, :, None, :])
+    d = D // 2
+    for t in range(T):
+        for j in range(d):
+            theta = t / 10000 ** (2 * j / D)
+            x1, x2 = x[0, t, :, j], x[0, t, :, j + d]
+            torch.testing.assert_close(y[0, t, :, j], x1 * math.cos(theta) + x2 * math.sin(theta))
+            torch.testing.assert_close(y[0, t, :, j + d], -x1 * math.sin(theta) + x2 * math.cos(theta))
+
+
+def manual_attention(q, k, v, allowed):
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.size(-1))
+    return torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1) @ v
+
+
+@pytest.mark.parametrize("window", [3, 8, 15, 16])
+def test_window_mask_attends_to_window_plus_one_keys(tt, window):
+    T = 16
+    mask = tt.window_mask(T, window, torch.device("cpu"), flex=False)
+    i = torch.arange(T)
+    allowed = (i[None, :] <= i[:, None]) & (i[:, None] - i[None, :] <= window)
+    if window >= T - 1:
+        assert mask is None  # plain causal: every key up to the query
+    else:
+        assert torch.equal(mask, allowed)
+        assert mask.sum(-1)[window:].eq(window + 1).all()  # "S" with window w: exactly w + 1 keys
+    q, k, v = (torch.randn(2, 3, T, 8) for _ in range(3))
+    torch.testing.assert_close(tt.attention(q, k, v, mask, 8**-0.5), manual_attention(q, k, v, allowed))
+
+
+def test_window_sizes_and_flops(tt):
+    model = small_model(tt, pattern="SSSL", n_layer=6, T=16)
+    assert model.window_sizes == [8, 8, 8, 16, 8, 16]  # cycled, last layer always long
+    h, hd = 2, 16
+    matrices = sum(p.numel() for p in model.transformer.h.parameters()) + model.lm_head.weight.numel()
+    attn = sum(12 * h * hd * min(w, 16) for w in model.window_sizes)
+    assert model.estimate_flops() == 6 * matrices + attn
+
+
+def test_forward_shapes_and_reductions(tt):
+    model = small_model(tt)
+    x = torch.randint(0, 64, (3, 16))
+    y = torch.randint(0, 64, (3, 16))
+    assert model(x).shape == (3, 16, 64)
+    per_token = model(x, y, reduction="none")
+    assert per_token.shape == (48,) and per_token.dtype == torch.float32
+    torch.testing.assert_close(model(x, y), per_token.mean())
+    assert model(x).abs().max() <= 15  # soft cap
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Weights and the eval adapter
+
+
+def canonical_names(n_layer):
+    names = ["transformer.wte.weight", "lm_head.weight", "resid_lambdas", "x0_lambdas"]
+    for i in range(n_layer):
+        p = f"transformer.h.{i}."
+        names += [p + f"attn.c_{n}.weight" for n in ("q", "k", "v", "proj")] + [
+            p + "mlp.c_fc.weight",
+            p + "mlp.c_proj.weight",
+        ]
+        if i % 2 == (n_layer - 1) % 2:
+            names += [p + "attn.ve_gate.weight", f"value_embeds.{i}.weight"]
+    return sorted(names)
+
+
+def test_export_import_round_trip(tt, tmp_path):
+    tb = tt.tb
+    a, b = small_model(tt, n_layer=3, seed=0), small_model(tt, n_layer=3, seed=1)
+    w = tb.export_weights(a)
+    assert sorted(w) == canonical_names(3)
+    assert all(v.dtype == np.float32 for v in w.values())
+    assert w["transformer.h.0.attn.c_q.weight"].shape == (32, 32) and w["value_embeds.2.weight"].shape == (
+        64,
+        32,
+    )
+    x = torch.randint(0, 64, (2, 16))
+    assert not torch.equal(a(x), b(x))
+    tb.import_weights(b, w)
+    torch.testing.assert_close(b(x), a(x), rtol=0, atol=0)
+    path = tmp_path / "w.safetensors"
+    tb.save_weights(a, path)
+    c = small_model(tt, n_layer=3, seed=2)
+    tb.load_weights(c, path)
+    torch.testing.assert_close(c(x), a(x), rtol=0, atol=0)
+
+
+def test_import_is_strict(tt):
+    tb = tt.tb
+    model = small_model(tt, n_layer=2)
+    w = tb.export_weights(model)
+    with pytest.raises(KeyError, match="missing.*lm_head"):
+        tb.import_weights(model, {k: v for k, v in w.items() if k != "lm_head.weight"})
+    with pytest.raises(KeyError, match="unexpected.*extra"):
+        tb.import_weights(model, {**w, "extra": np.zeros(1, np.float32)})
+    with pytest.raises(ValueError, match="resid_lambdas"):
+        tb.import_weights(model, {**w, "resid_lambdas": np.zeros(3, np.float32)})
+
+
+def test_eval_adapter_chunks_and_pads(tt):
+    model = small_model(tt)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 64, (5, 16)).astype(np.int32)
+    y = rng.integers(0, 64, (5, 16)).astype(np.int32)
+    whole = tt.tb.make_loss_fn(model, torch.device("cpu"))(x, y)
+    chunked = tt.tb.make_loss_fn(model, torch.device("cpu"), max_rows=2)(x, y)  # 2 + 2 + 1 (padded to 2)
+    assert whole.dtype == np.float32 and whole.shape == (80,)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
+    ref = model(torch.from_numpy(x), torch.from_numpy(y), reduction="none").detach().numpy()
+    np.testing.assert_allclose(whole, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_device_choice_and_override(tt, monkeypatch):
+    tb = tt.tb
+    dev = tb.detect()
+    assert dev.type in ("cuda", "mps", "cpu") and dev.reason
+    assert tb.COMPUTE_DTYPE == (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    assert tb.device_name()
+    assert tb.peak_memory_mb() > 0
+    tb.sync()
+    tb.detect.cache_clear()
+    try:
+        monkeypatch.setenv("AUTORESEARCH_BACKEND", "cpu")
+        assert tb.detect().type == "cpu" and "AUTORESEARCH_BACKEND" in tb.detect().reason
+        tb.detect.cache_clear()
+        monkeypatch.setenv("AUTORESEARCH_BACKEND", "tpu")
+        with pytest.raises(RuntimeError, match="choose one of cuda, mps, cpu"):
+            tb.detect()
+    finally:
+        monkeypatch.delenv("AUTORESEARCH_BACKEND")
+        tb.detect.cache_clear()
+
+
+def test_import_has_no_side_effects():
+    # Importing the script must not train, print or touch the GPU (the parity tool and tests import it).
+    code = "import torch, train_torch; print(torch.cuda.is_initialized())"
+    env = dict(os.environ, AUTORESEARCH_PROFILE="ci")
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "False\n"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CUDA only
+
+
+@needs_cuda
+def test_cuda_compiled_flex_matches_eager_sdpa(tt):
+    model = small_model(tt, pattern="SSSL", n_layer=4, T=256, vocab=128).cuda()
+    x = torch.randint(0, 128, (2, 256), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        ref = model(x, x, reduction="none")  # eager: SDPA with boolean window masks
+        model.use_flex = True
+        model.window_masks(256, x.device)
+        got = torch.compile(model, dynamic=False)(x, x, reduction="none")
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, ref, rtol=2e-2, atol=2e-2)
+
+
+@needs_cuda
+def test_cuda_pinned_async_copies(tt):
+    a = np.arange(12, dtype=np.int32).reshape(3, 4)[:, 1:]  # non-contiguous, like the loader's x and y
+    t = tt.tb.to_device(a, torch.device("cuda"))
+    assert t.is_cuda and np.array_equal(t.cpu().numpy(), a)
+    assert tt.tb.async_item(torch.tensor(2.5, device="cuda"))() == 2.5
+
+
+@needs_cuda
+def test_cuda_polar_express_bf16_finite(tt):
+    g = torch.randn(4, 2048, 512, device="cuda")
+    X = tt.polar_express(g, 5, torch.bfloat16)
+    assert torch.isfinite(X).all()
+    s = torch.linalg.svdvals(X[0].float())
+    assert s.min() > 0.3 and s.max() < 1.6
