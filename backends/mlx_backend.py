@@ -1,0 +1,325 @@
+"""MLX glue for train_mlx.py (fixed harness): device choice, compute dtype, sync, peak memory, numpy -> mx.array,
+the eval adapter for common.evaluate and weight export/import under the canonical names.
+
+    from backends import mlx_backend as mb
+    dev = mb.detect()            # Metal, then CUDA, then CPU
+    mb.setup()                   # default device, wired memory on Metal; prints what it chose and why
+
+Nothing is probed at import: the first detect() call decides, once, and every device branch lives in this file.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+from mlx.utils import tree_flatten, tree_map_with_path
+
+# Float32 eval logits per chunk (rows * T * vocab * 4 bytes): 1/64 of the device's memory, within these bounds.
+EVAL_LOGIT_BYTES = 256 * 2**20  # at least (a 16 GB laptop)
+EVAL_LOGIT_BYTES_MAX = 2 * 2**30  # at most, however much memory there is
+
+
+@dataclass(frozen=True)
+class Device:
+    type: str  # metal | cuda | cpu
+    reason: str  # why this device was chosen, printed at startup
+    dtype: mx.Dtype  # compute dtype: bf16 on GPUs, float32 on CPU (bf16 matmuls are slow there)
+
+
+@functools.cache
+def detect() -> Device:
+    """The device train_mlx.py runs on, decided once per process: Metal, then CUDA, then CPU."""
+    if mx.metal.is_available():
+        return Device("metal", "Metal GPU available (Apple Silicon)", mx.bfloat16)
+    cuda = getattr(mx, "cuda", None)
+    if cuda is not None and cuda.is_available():
+        return Device("cuda", "this MLX build has CUDA and sees a GPU", mx.bfloat16)
+    return Device("cpu", "no Metal or CUDA GPU in this MLX build: float32 on the CPU", mx.float32)
+
+
+def __getattr__(name: str):
+    # Lazy module constant: `mb.COMPUTE_DTYPE` resolves on first use, not at import.
+    if name == "COMPUTE_DTYPE":
+        return detect().dtype
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def setup() -> Device:
+    """Make the chosen device the default, wire memory on Metal, keep big CPU buffers in the heap, and say what was
+    chosen and why."""
+    dev = detect()
+    mx.set_default_device(mx.cpu if dev.type == "cpu" else mx.gpu)
+    wired = _wire_memory() if dev.type == "metal" else ""
+    if dev.type == "cpu":
+        _keep_heap()
+    print(f"mlx {mx.__version__}: {dev.type} ({dev.reason}); device {device_name()}{wired}", flush=True)
+    return dev
+
+
+def _wire_memory() -> str:
+    """Keep up to the GPU's recommended working set resident (macOS 15+), so the OS does not page the weights and
+    optimizer state out between steps. Harmless where unsupported."""
+    limit = _device_info().get("max_recommended_working_set_size")
+    if not limit:
+        return ""
+    try:
+        mx.set_wired_limit(int(limit))
+    except (RuntimeError, ValueError, AttributeError):
+        return ""
+    return f"; wired limit {int(limit) / 2**30:.1f} GB"
+
+
+def _keep_heap() -> None:
+    """MLX's CPU allocator is plain malloc, and glibc serves every buffer over 32 MB (the logits) with a fresh mmap
+    that is unmapped on free: each step page-faults them in again, which cost 3x on every pass over the logits.
+    Serving them from the heap, never trimmed, reuses the memory. glibc only; harmless elsewhere."""
+    if sys.platform != "linux":
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(-4, 0)  # M_MMAP_MAX = 0: no mmap'd chunks
+    libc.mallopt(-1, ctypes.c_int(2**31 - 1))  # M_TRIM_THRESHOLD: keep freed memory for the next step
+
+
+def _device_info() -> dict:
+    try:
+        return dict(mx.device_info())
+    except (AttributeError, RuntimeError):
+        try:
+            return dict(mx.metal.device_info())  # older MLX spelling
+        except (AttributeError, RuntimeError):
+            return {}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The device branches, collapsed here
+
+
+def sync() -> None:
+    """Wait for all queued work (timing points; the training loop's mx.eval already waits for its step)."""
+    mx.synchronize()
+
+
+def reset_peak_memory() -> None:
+    mx.reset_peak_memory()
+
+
+def peak_memory_mb() -> float:
+    """Peak memory MLX's allocator has held, in MB (unified memory on Apple, device memory on CUDA, RAM on CPU)."""
+    return mx.get_peak_memory() / 2**20
+
+
+def device_name() -> str:
+    """The hardware's name: 'Apple M3 Max' (sysctl), 'NVIDIA H100 80GB HBM3' (device_info), or the CPU model."""
+    kind = detect().type
+    info = _device_info()
+    if kind == "metal":
+        # The Metal device reports a GPU architecture; the chip's marketing name is the CPU brand string.
+        return _run(["sysctl", "-n", "machdep.cpu.brand_string"]) or str(
+            info.get("device_name") or "Apple GPU"
+        )
+    if kind == "cuda":
+        name = info.get("device_name") or _run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"])
+        return str(name).splitlines()[0].strip() if name else "NVIDIA GPU"
+    return _cpu_model() or str(info.get("device_name") or "cpu")
+
+
+def _run(cmd: list[str]) -> str | None:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    if sys.platform == "darwin":
+        return _run(["sysctl", "-n", "machdep.cpu.brand_string"])
+    return platform.processor() or None
+
+
+def _memory_bytes() -> int | None:
+    size = _device_info().get("memory_size") or _device_info().get("total_memory")
+    if size:
+        return int(size)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# exp and tanh for the vocab-wide softmax
+
+
+def exp(x, bounded=False):
+    """e^x: mx.exp on GPUs; on the CPU `exp_cpu` (float32), a drop-in with the same accuracy. bounded=True promises
+    -87 <= x <= 88 (e.g. soft-capped logits) and skips the clamp."""
+    return exp_cpu(x, bounded) if detect().type == "cpu" and x.dtype == mx.float32 else mx.exp(x)
+
+
+def tanh(x):
+    """tanh(x): mx.tanh on GPUs; on the CPU `tanh_cpu` (float32), a drop-in with the same accuracy."""
+    return tanh_cpu(x) if detect().type == "cpu" and x.dtype == mx.float32 else mx.tanh(x)
+
+
+# Why: MLX's Linux CPU build runs mx.exp and mx.tanh as scalar libm calls (16-25 ns per element), which made the
+# softmax over the vocabulary most of a CPU training step. These use only arithmetic, comparisons and a bit cast,
+# which mx.compile fuses into vectorised loops: the pair costs ~8 ns per element instead of ~40.
+_LOG2E, _LN2 = 1.4426950408889634, 0.6931471805599453
+
+
+def exp_cpu(x, bounded=False):
+    """e^x = 2^n 2^f in float32: n = floor(x log2 e) written into the exponent bits, 2^f = e^(f ln 2) from its
+    Taylor series to degree 9 (error < 1e-8 on [0, ln 2)). Max relative error 4e-6 on [-87, 88], as mx.exp.
+    Inputs are clamped to that range (normal floats) unless bounded=True says they lie in it."""
+    if not bounded:
+        x = mx.where(x > 88.0, 88.0, mx.where(x < -87.0, -87.0, x))  # where: min/max branch on NaN, slower
+    y = x * _LOG2E
+    n = (y + 128).astype(mx.int32) - 128  # floor: the cast truncates and y + 128 > 0
+    g = (y - n.astype(mx.float32)) * _LN2
+    p = 1 / 362880
+    for k in (40320, 5040, 720, 120, 24, 6, 2, 1, 1):
+        p = p * g + 1 / k
+    return p * mx.view(mx.left_shift(n + 127, 23), mx.float32)
+
+
+# tanh(x) ~ x P(x^2) / Q(x^2) on [-9, 9] (beyond, float32 tanh rounds to +-1): a rational least-squares fit made
+# for this file, max error 6e-9 in exact arithmetic and 3e-7 evaluated in float32 (mx.tanh: 1e-7).
+_TANH_P = (
+    0.9999999689319897, 0.13079177376931497, 0.00309866945256767, 1.1101974660700312e-05,
+    -2.0030122500249966e-08, 5.1929279717514964e-11, -8.29181505199959e-14,
+)  # fmt: skip
+_TANH_Q = (1.0, 0.46412497629370786, 0.02447382234408878, 0.00025386228347250956)
+
+
+def tanh_cpu(x):
+    """tanh(x) as a rational function in float32 arithmetic (see exp_cpu). |result| may exceed 1 by 2e-7."""
+    x = mx.where(mx.abs(x) > 9.0, mx.where(x > 0, 9.0, -9.0), x)
+    x2 = x * x
+    p, q = _TANH_P[-1], _TANH_Q[-1]
+    for c in _TANH_P[-2::-1]:
+        p = p * x2 + c
+    for c in _TANH_Q[-2::-1]:
+        q = q * x2 + c
+    return x * p / q
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Arrays and the eval adapter
+
+
+def to_array(a: np.ndarray) -> mx.array:
+    """numpy -> mx.array (unified memory on Apple: no device copy to wait for)."""
+    return mx.array(np.ascontiguousarray(a))
+
+
+def eval_chunk_rows(seq_len: int, vocab_size: int, batch_size_limit: int) -> int:
+    """Rows per eval forward: at most batch_size_limit, and few enough that the float32 logits fit the budget
+    (1/64 of device memory, clamped to [EVAL_LOGIT_BYTES, EVAL_LOGIT_BYTES_MAX])."""
+    budget = EVAL_LOGIT_BYTES
+    mem = _memory_bytes()
+    if mem:
+        budget = min(max(budget, mem // 64), EVAL_LOGIT_BYTES_MAX)
+    return max(1, min(batch_size_limit, budget // (seq_len * vocab_size * 4)))
+
+
+def make_loss_fn(model, batch_size_limit: int):
+    """Eval adapter for common.evaluate.evaluate_bpb: `loss_fn(x, y) -> float32 numpy (B*T,)` per-token nats.
+
+    `model(x, y, reduction="none")` runs compiled, over chunks of rows small enough that the float32 logits stay
+    bounded (a community port allocated 17 GB of eval logits on a 24 GB laptop). A short last chunk is padded to
+    the chunk size, so the compiled forward sees one static shape; the padding's losses are dropped."""
+    vocab = model.config.vocab_size
+    forward = partial(mx.compile, inputs=model.state)(lambda x, y: model(x, y, reduction="none"))
+
+    def loss_fn(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        n, seq_len = x.shape
+        step = eval_chunk_rows(seq_len, vocab, batch_size_limit)
+        out = []
+        for i in range(0, n, step):
+            xc, yc = x[i : i + step], y[i : i + step]
+            rows = xc.shape[0]
+            if rows < step:
+                pad = ((0, step - rows), (0, 0))
+                xc, yc = np.pad(xc, pad), np.pad(yc, pad)
+            losses = forward(to_array(xc), to_array(yc))
+            out.append(np.array(losses.astype(mx.float32)).reshape(-1, seq_len)[:rows].reshape(-1))
+        return np.concatenate(out)
+
+    return loss_fn
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Weights: a dict of float32 numpy arrays under the canonical names (tree_flatten's names), safetensors on disk
+
+
+def export_weights(model) -> dict[str, np.ndarray]:
+    """All parameters as float32 numpy arrays, keyed by canonical name (e.g. transformer.h.0.attn.c_q.weight)."""
+    return {k: np.array(v.astype(mx.float32)) for k, v in tree_flatten(model.parameters())}
+
+
+def import_weights(model, weights: dict[str, np.ndarray]) -> None:
+    """Load canonical-name weights into the model (as float32 master weights). Strict: every name must match and
+    every shape agree, else a KeyError/ValueError says which."""
+    own = dict(tree_flatten(model.parameters()))
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    if missing or unexpected:
+        raise KeyError(
+            f"weights do not match the model: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''} "
+            "(same DEPTH, vocab and window pattern in both scripts?)"
+        )
+    for k, target in own.items():
+        src = np.asarray(weights[k])
+        if tuple(src.shape) != tuple(target.shape):
+            raise ValueError(f"{k}: weights have shape {tuple(src.shape)}, the model {tuple(target.shape)}")
+    # Rebuild the tree by path: tree_unflatten would turn value_embeds' "1" key into a list index.
+    model.update(
+        tree_map_with_path(
+            lambda k, _: mx.array(np.asarray(weights[k], dtype=np.float32)), model.parameters()
+        )
+    )
+    mx.eval(model.parameters())
+
+
+def save_safetensors(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write numpy arrays to a .safetensors file (the format both twins read)."""
+    from safetensors.numpy import save_file  # lazy: only weight files need it
+
+    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path))
+
+
+def load_safetensors(path: str | Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(path))
+
+
+def save_weights(model, path: str | Path) -> None:
+    """Export to a .safetensors file that train_torch.py can load."""
+    save_safetensors(path, export_weights(model))
+
+
+def load_weights(model, path: str | Path) -> None:
+    import_weights(model, load_safetensors(path))

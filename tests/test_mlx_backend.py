@@ -1,0 +1,501 @@
+"""train_mlx.py and backends/mlx_backend.py on the CPU: an end-to-end CI run on the demo corpus, the optimizer
+against float64 numpy references written here from docs/twins.md, Polar Express, compiled vs eager steps,
+schedules after compilation, bf16 dtypes, window masks and weight I/O under the canonical names.
+
+    pytest tests/test_mlx_backend.py
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+mx = pytest.importorskip("mlx.core")
+from mlx.utils import tree_flatten  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3"
+
+COEFFS = [  # docs/twins.md, copied by hand: the reference must not import what it checks
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+]
+
+
+@pytest.fixture(scope="module")
+def tm():
+    """train_mlx imported under the ci profile (its hyperparameters read the profile at import)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AUTORESEARCH_PROFILE", "ci")
+    try:
+        yield importlib.import_module("train_mlx")
+    finally:
+        mp.undo()
+
+
+@pytest.fixture(scope="module")
+def mb():
+    return importlib.import_module("backends.mlx_backend")
+
+
+def tiny_config(tm, n_layer=3, seq=16, vocab=64):
+    return tm.GPTConfig(
+        sequence_len=seq,
+        vocab_size=vocab,
+        n_layer=n_layer,
+        n_head=2,
+        n_kv_head=2,
+        n_embd=64,
+        window_pattern="SSSL",
+    )
+
+
+def tiny_model(tm, seed=0, **kw):
+    mx.random.seed(seed)
+    model = tm.GPT(tiny_config(tm, **kw))
+    model.init_weights()
+    # Non-zero output projections and gates, so every parameter gets a gradient from the first step.
+    for block in model.transformer["h"]:
+        block.attn.c_proj.weight = 0.02 * mx.random.normal(block.attn.c_proj.weight.shape)
+        block.mlp.c_proj.weight = 0.02 * mx.random.normal(block.mlp.c_proj.weight.shape)
+        if block.attn.ve_gate is not None:
+            block.attn.ve_gate.weight = 0.1 * mx.random.normal(block.attn.ve_gate.weight.shape)
+    mx.eval(model.parameters())
+    return model
+
+
+def batches(n, accum=2, B=2, T=16, vocab=64, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, vocab, (n, accum, B, T + 1)).astype(np.int32)
+    return [(mx.array(r[..., :-1]), mx.array(r[..., 1:])) for r in rows]
+
+
+def new_optimizer(tm, model):
+    return tm.setup_optimizer(
+        model, unembedding_lr=0.004, embedding_lr=0.6, matrix_lr=0.04, weight_decay=0.2, adam_betas=(0.8, 0.95),
+        scalar_lr=0.5,
+    )  # fmt: skip
+
+
+def params_np(model) -> dict:
+    return {k: np.array(v) for k, v in tree_flatten(model.parameters())}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# End to end: `python train_mlx.py` with the ci profile on the demo corpus
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory) -> Path:
+    """A small demo corpus (common.demo), prepared with a 512-token vocabulary."""
+    from common.demo import write_demo_corpus
+    from common.prepare import prepare
+
+    text = tmp_path_factory.mktemp("demo_text")
+    write_demo_corpus(text, train_docs=400, val_docs=60, docs_per_shard=200)
+    old = os.environ.get("AUTORESEARCH_HOME")
+    os.environ["AUTORESEARCH_HOME"] = str(tmp_path_factory.mktemp("home"))
+    try:
+        return prepare(str(text), tmp_path_factory.mktemp("data"), vocab_size=512)
+    finally:
+        if old is None:
+            os.environ.pop("AUTORESEARCH_HOME")
+        else:
+            os.environ["AUTORESEARCH_HOME"] = old
+
+
+@pytest.fixture(scope="module")
+def ci_run(demo_data, tmp_path_factory) -> str:
+    env = dict(os.environ)
+    env.update(
+        AUTORESEARCH_DATA_DIR=str(demo_data),
+        AUTORESEARCH_PROFILE="ci",
+        AUTORESEARCH_HOME=str(tmp_path_factory.mktemp("runhome")),
+        PYTHONUNBUFFERED="1",
+    )
+    if sys.platform == "linux" and os.path.exists(OPENBLAS):
+        env["LD_PRELOAD"] = OPENBLAS  # MLX's bundled reference BLAS is ~30x slower, same results
+    proc = subprocess.run(
+        [sys.executable, "train_mlx.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_ci_run_prints_a_parseable_summary(ci_run):
+    from common.summary import parse_summary
+
+    s = parse_summary(ci_run)
+    assert np.isfinite(s["val_bpb"]) and s["val_bpb"] > 0
+    assert s["backend"] == "mlx" and s["profile"] == "ci" and s["depth"] == 2
+    assert s["num_steps"] >= 2 and s["training_seconds"] >= 6.0
+    assert s["mfu_percent"] is None  # a CPU has no known bf16 peak
+    for key in ("startup_seconds", "compile_seconds", "eval_seconds", "tokens_per_second", "peak_vram_mb"):
+        assert s[key] > 0, key
+    assert s["total_seconds"] >= s["training_seconds"] + s["compile_seconds"]
+
+
+@pytest.mark.slow
+def test_ci_run_loss_falls_and_beats_the_unigram_baseline(ci_run, demo_data):
+    from common import manifest
+    from common.summary import parse_summary
+
+    losses = [float(m) for m in re.findall(r"^step \d+ .*\| loss ([\d.]+) \|", ci_run, re.M)]
+    assert len(losses) >= 3
+    assert losses[-1] < 0.8 * losses[0], losses
+    unigram = manifest.load(demo_data)["stats"]["unigram_bpb"]
+    assert parse_summary(ci_run)["val_bpb"] < unigram
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Optimizer math against float64 numpy references (written from docs/twins.md, independently of train_mlx)
+
+
+def ref_polar_express(G, steps=5):
+    X = G / (np.linalg.norm(G, axis=(-2, -1), keepdims=True) * 1.02 + 1e-6)
+    for a, b, c in COEFFS[:steps]:
+        if X.shape[-2] > X.shape[-1]:
+            A = np.swapaxes(X, -1, -2) @ X
+            X = a * X + X @ (b * A + c * A @ A)
+        else:
+            A = X @ np.swapaxes(X, -1, -2)
+            X = a * X + (b * A + c * A @ A) @ X
+    return X
+
+
+def ref_muon(p, g, buf, second, momentum, lr, wd, beta2):
+    R, C = p.shape[-2:]
+    buf = buf + (1 - momentum) * (g - buf)
+    g = g + momentum * (buf - g)
+    X = ref_polar_express(g)
+    red = -1 if R >= C else -2
+    v_mean = (X**2).mean(axis=red, keepdims=True)
+    n = X.shape[red]
+    v_norm = np.sqrt(v_mean.sum(axis=(-2, -1), keepdims=True) * n)
+    second = second + (1 - beta2) * (v_mean - second)
+    step = 1 / np.sqrt(np.maximum(second, 1e-10))
+    v_norm_new = np.sqrt((v_mean * n * step**2).sum(axis=(-2, -1), keepdims=True))
+    X = X * step * (v_norm / np.maximum(v_norm_new, 1e-10))
+    lr_eff = lr * max(1.0, R / C) ** 0.5
+    mask = (X * p) >= 0
+    p = p - lr_eff * X - lr_eff * wd * p * mask
+    return p, buf, second
+
+
+def ref_adamw(p, g, m, v, step, lr, beta1, beta2, eps, wd):
+    p = p * (1 - lr * wd)
+    m = m + (1 - beta1) * (g - m)
+    v = v + (1 - beta2) * (g * g - v)
+    p = p - (lr / (1 - beta1**step)) * m / (np.sqrt(v / (1 - beta2**step)) + eps)
+    return p, m, v
+
+
+@pytest.mark.parametrize("shape", [(3, 24, 8), (2, 8, 24), (2, 16, 16)], ids=["tall", "wide", "square"])
+def test_muon_step_matches_float64_reference(tm, shape):
+    rng = np.random.default_rng(1)
+    K, R, C = shape
+    p, g, buf = (rng.standard_normal(shape) for _ in range(3))
+    second = rng.random((K, R, 1) if R >= C else (K, 1, C)) * 0.01
+    args = dict(momentum=0.9, lr=0.02, wd=0.1, beta2=0.95)
+    f32 = lambda a: mx.array(a.astype(np.float32))  # noqa: E731
+    out = tm.muon_step(
+        f32(p), f32(g), f32(buf), f32(second), mx.array(args["momentum"]), mx.array(args["lr"]),
+        mx.array(args["wd"]), args["beta2"], 5,
+    )  # fmt: skip
+    ref = ref_muon(p, g, buf, second, **args)
+    for got, want, name in zip(out, ref, ("params", "momentum_buffer", "second_momentum_buffer")):
+        assert got.dtype == mx.float32 and got.shape == want.shape, name
+        np.testing.assert_allclose(np.array(got), want, rtol=1e-4, atol=2e-6, err_msg=name)
+    assert not np.allclose(np.array(out[0]), p)  # it moved
+
+
+def test_adamw_step_matches_float64_reference(tm):
+    rng = np.random.default_rng(2)
+    p, g, m = (rng.standard_normal((5, 7)) for _ in range(3))
+    v = rng.random((5, 7)) * 0.1
+    args = dict(step=3.0, lr=0.01, beta1=0.8, beta2=0.95, eps=1e-10, wd=0.1)
+    f32 = lambda a: mx.array(a.astype(np.float32))  # noqa: E731
+    out = tm.adamw_step(
+        f32(p), f32(g), f32(m), f32(v), mx.array(args["step"]), mx.array(args["lr"]), args["beta1"], args["beta2"],
+        args["eps"], args["wd"],
+    )  # fmt: skip
+    for got, want in zip(out, ref_adamw(p, g, m, v, **args)):
+        np.testing.assert_allclose(np.array(got), want, rtol=1e-5, atol=1e-6)
+
+
+def test_polar_express_is_near_orthogonal_and_finite_in_bf16(tm):
+    # The 5-step polynomial maps any singular value in [1e-3, 1] (after the Frobenius normalisation) into
+    # [0.8589, 1.1411], not exactly to 1: that is the band to hold, on matrices whose spectrum spans 100x.
+    rng = np.random.default_rng(3)
+    for R, C in ((48, 16), (16, 48), (24, 24)):
+        n = min(R, C)
+        U, _ = np.linalg.qr(rng.standard_normal((R, n)))
+        V, _ = np.linalg.qr(rng.standard_normal((C, n)))
+        G = (U * np.logspace(-2, 0, n)) @ V.T * 7.0
+        for dtype in (mx.float32, mx.bfloat16):
+            X = tm.polar_express(mx.array(G[None].astype(np.float32)).astype(dtype))
+            assert X.dtype == mx.float32  # iterations always run in float32
+            X = np.array(X[0]).astype(np.float64)
+            assert np.isfinite(X).all()
+            sv = np.linalg.svd(X, compute_uv=False)
+            assert 0.85 < sv.min() and sv.max() < 1.15, (R, C, dtype, sv.min(), sv.max())
+        # and it is the same function as the float64 reference
+        np.testing.assert_allclose(
+            np.array(tm.polar_express(mx.array(G[None].astype(np.float32))))[0],
+            ref_polar_express(G),
+            atol=2e-5,
+        )
+
+
+def test_softcap_cross_entropy_matches_autodiff_of_the_plain_formula(tm):
+    rng = np.random.default_rng(4)
+    logits = mx.array((rng.standard_normal((3, 5, 50)) * 20).astype(np.float32))  # some beyond the softcap
+    targets = mx.array(rng.integers(0, 50, (3, 5)).astype(np.int32))
+    w = mx.array(rng.random((3, 5)).astype(np.float32))
+
+    def plain(lg):
+        z = tm.SOFTCAP * mx.tanh(lg / tm.SOFTCAP)
+        return (
+            (mx.logsumexp(z, axis=-1) - mx.take_along_axis(z, targets[..., None], axis=-1)[..., 0]) * w
+        ).sum()
+
+    def fused(lg):
+        return (tm.softcap_cross_entropy(lg, targets)[0] * w).sum()
+
+    (v1, g1), (v2, g2) = mx.value_and_grad(plain)(logits), mx.value_and_grad(fused)(logits)
+    np.testing.assert_allclose(v2.item(), v1.item(), rtol=1e-5)
+    np.testing.assert_allclose(np.array(g2), np.array(g1), rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The compiled step
+
+
+def test_compiled_step_equals_uncompiled_step(tm, mb):
+    models = [tiny_model(tm), tiny_model(tm, seed=9)]
+    mb.import_weights(models[1], mb.export_weights(models[0]))
+    results = []
+    for model, compiled in zip(models, (False, True)):
+        opt = new_optimizer(tm, model)
+        step = tm.make_train_step(model, opt, compiled=compiled)
+        losses = []
+        for i, (x, y) in enumerate(batches(3)):
+            opt.set_schedule(1.0 - 0.2 * i, tm.get_muon_momentum(i), tm.get_weight_decay(0.1 * i))
+            loss = step(x, y)
+            mx.eval(loss, model.state, opt.state)
+            losses.append(loss.item())
+        results.append((losses, params_np(model)))
+    (l_eager, p_eager), (l_comp, p_comp) = results
+    np.testing.assert_allclose(l_comp, l_eager, rtol=1e-5)
+    assert p_comp.keys() == p_eager.keys()
+    for k in p_eager:
+        np.testing.assert_allclose(p_comp[k], p_eager[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+def test_schedules_reach_the_compiled_step(tm, mb):
+    model = tiny_model(tm)
+    opt = new_optimizer(tm, model)
+    step = tm.make_train_step(model, opt, compiled=True)
+    (x1, y1), (x2, y2) = batches(2)
+    adamw = [n for g in opt.param_groups if g["kind"] == "adamw" for n in g["names"]]
+    muon = [n for g in opt.param_groups if g["kind"] == "muon" for n in g["names"]]
+
+    opt.set_schedule(1.0, 0.85, 0.2)
+    before = params_np(model)
+    mx.eval(step(x1, y1), model.state, opt.state)  # compiles
+    after = params_np(model)
+    assert all(not np.array_equal(after[n], before[n]) for n in adamw + muon)
+
+    # lr multiplier 0 after compilation: nothing moves (a frozen Python float would keep lr at 1)
+    opt.set_schedule(0.0, 0.85, 0.2)
+    mx.eval(step(x2, y2), model.state, opt.state)
+    now = params_np(model)
+    for n in adamw + muon:
+        np.testing.assert_array_equal(now[n], after[n], err_msg=n)
+
+    # Muon momentum after compilation: from the same weights and state, 0.5 and 0.95 give different updates
+    weights, state = mb.export_weights(model), dict(opt.state)
+    deltas = []
+    for momentum in (0.5, 0.95):
+        mb.import_weights(model, weights)
+        opt.state.update(state)
+        opt.set_schedule(1.0, momentum, 0.2)
+        mx.eval(step(x2, y2), model.state, opt.state)
+        deltas.append({n: params_np(model)[n] - weights[n] for n in muon})
+    assert all(not np.allclose(deltas[0][n], deltas[1][n]) for n in muon)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Model: parameters, dtypes, windows
+
+
+def canonical_shapes(n_layer, d, vocab, n_head, head_dim):
+    """docs/twins.md's name table for a model shape."""
+    kv = n_head * head_dim
+    out = {"transformer.wte.weight": (vocab, d), "lm_head.weight": (vocab, d)}
+    out |= {"resid_lambdas": (n_layer,), "x0_lambdas": (n_layer,)}
+    for i in range(n_layer):
+        h = f"transformer.h.{i}."
+        out |= {
+            h + "attn.c_q.weight": (kv, d),
+            h + "attn.c_k.weight": (kv, d),
+            h + "attn.c_v.weight": (kv, d),
+        }
+        out |= {
+            h + "attn.c_proj.weight": (d, d),
+            h + "mlp.c_fc.weight": (4 * d, d),
+            h + "mlp.c_proj.weight": (d, 4 * d),
+        }
+        if i % 2 == (n_layer - 1) % 2:
+            out |= {h + "attn.ve_gate.weight": (n_head, 32), f"value_embeds.{i}.weight": (vocab, kv)}
+    return out
+
+
+@pytest.mark.parametrize("n_layer", [2, 3])
+def test_parameters_have_canonical_names_and_no_buffers(tm, n_layer):
+    model = tiny_model(tm, n_layer=n_layer)
+    got = {k: tuple(v.shape) for k, v in tree_flatten(model.parameters())}
+    assert got == canonical_shapes(n_layer, 64, 64, 2, 32)
+    assert all(v.dtype == mx.float32 for _, v in tree_flatten(model.parameters()))  # float32 master weights
+    assert not [k for k in got if "_cos" in k or "_sin" in k or "_mask" in k or "_window" in k]
+    assert "_cos" in model and "_masks" in model  # they exist, just not as parameters
+    assert model.num_params() == sum(int(np.prod(s)) for s in got.values())
+
+
+def test_bf16_forward_keeps_the_residual_stream_in_bf16(tm, monkeypatch):
+    monkeypatch.setattr(tm, "COMPUTE_DTYPE", mx.bfloat16)
+    seen = []
+    for cls in (tm.Block, tm.CausalSelfAttention, tm.MLP):
+        original = cls.__call__
+
+        def record(self, x, *args, _original=original, _name=cls.__name__):
+            out = _original(self, x, *args)
+            seen.append((_name, x.dtype, out.dtype))
+            return out
+
+        monkeypatch.setattr(cls, "__call__", record)
+    model = tiny_model(tm)
+    x, y = batches(1, accum=1)[0]
+    logits = model(x[0])
+    loss, grads = mx.value_and_grad(lambda p: (model.update(p), model(x[0], y[0]))[1])(
+        model.trainable_parameters()
+    )
+    assert len(seen) == 2 * 3 * 3
+    assert all(i == mx.bfloat16 and o == mx.bfloat16 for _, i, o in seen), seen
+    assert logits.dtype == mx.float32 and loss.dtype == mx.float32  # logits and loss in float32
+    assert all(g.dtype == mx.float32 for _, g in tree_flatten(grads))  # gradients reach the float32 masters
+    assert np.isfinite(loss.item())
+
+
+def test_window_masks_attend_to_w_plus_one_keys(tm):
+    T = 16
+    model = tiny_model(tm, n_layer=4, seq=T)  # SSSL -> S S S L
+    assert model._window_sizes == [8, 8, 8, 16]
+    assert model._mask(3, T) == "causal"
+    mask = np.array(model._mask(0, T))
+    w = 8
+    for i in range(T):
+        keys = np.flatnonzero(mask[i])
+        assert list(keys) == list(range(max(0, i - w), i + 1))  # i-w <= j <= i
+    assert mask.sum(axis=1).max() == w + 1
+
+    # The attention kernel with that mask equals a numpy reference of the window semantics.
+    rng = np.random.default_rng(5)
+    q, k, v = (rng.standard_normal((1, 2, T, 8)).astype(np.float32) for _ in range(3))
+    out = mx.fast.scaled_dot_product_attention(
+        mx.array(q), mx.array(k), mx.array(v), scale=8**-0.5, mask=model._mask(0, T)
+    )
+    ref = np.zeros_like(q, dtype=np.float64)
+    for i in range(T):
+        j = np.arange(max(0, i - w), i + 1)
+        s = np.einsum("hd,hkd->hk", q[0, :, i], k[0, :, j].transpose(1, 0, 2)) * 8**-0.5
+        p = np.exp(s - s.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        ref[0, :, i] = np.einsum("hk,hkd->hd", p, v[0, :, j].transpose(1, 0, 2))
+    np.testing.assert_allclose(np.array(out), ref, atol=1e-5)
+    # and a shorter sequence just slices the same mask
+    assert np.array_equal(np.array(model._mask(0, 12)), mask[:12, :12])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Backend: weight I/O, eval adapter
+
+
+def test_export_import_round_trip(tm, mb, tmp_path):
+    a, b = tiny_model(tm, seed=1), tiny_model(tm, seed=2)
+    wa = mb.export_weights(a)
+    assert {k: v.shape for k, v in wa.items()} == canonical_shapes(3, 64, 64, 2, 32)
+    assert all(v.dtype == np.float32 for v in wa.values())
+    mb.import_weights(b, wa)
+    assert all(np.array_equal(v, mb.export_weights(b)[k]) for k, v in wa.items())
+
+    path = tmp_path / "w.safetensors"
+    mb.save_weights(a, path)
+    loaded = mb.load_safetensors(path)
+    assert loaded.keys() == wa.keys() and all(np.array_equal(loaded[k], wa[k]) for k in wa)
+    c = tiny_model(tm, seed=3)
+    mb.load_weights(c, path)
+    x = batches(1, accum=1)[0][0][0]
+    np.testing.assert_array_equal(np.array(c(x)), np.array(a(x)))
+
+    with pytest.raises(KeyError, match="missing.*lm_head.weight"):
+        mb.import_weights(b, {k: v for k, v in wa.items() if k != "lm_head.weight"})
+    with pytest.raises(KeyError, match="unexpected.*extra"):
+        mb.import_weights(b, {**wa, "extra": np.zeros(1, np.float32)})
+    with pytest.raises(ValueError, match="resid_lambdas"):
+        mb.import_weights(b, {**wa, "resid_lambdas": np.zeros(5, np.float32)})
+
+
+def test_eval_loss_fn_matches_the_model_in_bounded_chunks(tm, mb, monkeypatch):
+    model = tiny_model(tm)
+    rng = np.random.default_rng(6)
+    rows = rng.integers(0, 64, (5, 17)).astype(np.int32)
+    x, y = rows[:, :-1], rows[:, 1:]
+    want = np.array(model(mx.array(x), mx.array(y), reduction="none"))
+    monkeypatch.setattr(mb, "EVAL_LOGIT_BYTES", 2 * 16 * 64 * 4)  # 2 rows of logits per chunk
+    monkeypatch.setattr(mb, "EVAL_LOGIT_BYTES_MAX", 2 * 16 * 64 * 4)
+    assert mb.eval_chunk_rows(16, 64, 100) == 2
+    got = mb.make_loss_fn(model, 100)(x, y)  # chunks of 2, 2 and a padded 1
+    assert got.dtype == np.float32 and got.shape == (5 * 16,)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # the real budget: a 24 GB laptop's eval logits stay near 256 MB however large the eval batch
+    monkeypatch.undo()
+    assert mb.eval_chunk_rows(2048, 8192, 512) * 2048 * 8192 * 4 <= mb.EVAL_LOGIT_BYTES_MAX
+
+
+def test_device_detection_says_why(mb):
+    dev = mb.detect()
+    assert dev.type in ("metal", "cuda", "cpu") and dev.reason
+    assert dev.dtype == (mx.float32 if dev.type == "cpu" else mx.bfloat16)
+    assert isinstance(mb.device_name(), str) and mb.device_name()
+    assert mb.peak_memory_mb() >= 0
+
+
+def test_cpu_exp_and_tanh_match_float64(mb):
+    # The CPU drop-ins for mx.exp / mx.tanh (arithmetic that compiles into vectorised loops), eager and compiled.
+    x = np.concatenate([np.linspace(-87, 88, 400_001), np.linspace(-1e-3, 1e-3, 2001)]).astype(np.float32)
+    want = np.exp(x.astype(np.float64))
+    for f in (mb.exp_cpu, mx.compile(mb.exp_cpu)):
+        got = np.array(f(mx.array(x))).astype(np.float64)
+        assert np.max(np.abs(got / want - 1)) < 5e-6  # mx.exp: 3.9e-6 (x log2 e rounds at large |x|)
+        small = np.abs(x) <= 15
+        assert np.max(np.abs(got / want - 1)[small]) < 1e-6
+    assert np.isnan(np.array(mb.exp_cpu(mx.array([np.nan])))).all()
+    x = np.concatenate([np.linspace(-30, 30, 400_001), np.linspace(-1e-3, 1e-3, 2001)]).astype(np.float32)
+    for f in (mb.tanh_cpu, mx.compile(mb.tanh_cpu)):
+        got = np.array(f(mx.array(x))).astype(np.float64)
+        want = np.tanh(x.astype(np.float64))
+        assert np.max(np.abs(got - want)) < 4e-7  # mx.tanh: 1e-7
+        tiny = (np.abs(x) < 1e-2) & (x != 0)
+        assert np.max(np.abs(got[tiny] / want[tiny] - 1)) < 1e-6  # relative near 0 too

@@ -1,0 +1,621 @@
+"""Pretrain a small GPT in MLX for a fixed time budget and report val_bpb: the agent-editable training script.
+
+    python train_mlx.py                  # one experiment: the active profile ($AUTORESEARCH_PROFILE), prepared data
+    autoresearch train --backend mlx     # the same through the harness (log file, parsed summary)
+
+Twin of train_torch.py (docs/twins.md): same sections, names, model and optimizer math; `diff` shows only framework
+differences. Reads top to bottom: GPT model, optimizer (Muon + AdamW), hyperparameters, schedules, setup, training
+loop, final eval + summary. Importing it has no side effects: tests and `autoresearch parity` build from it.
+"""
+
+# ruff: noqa: E402  (T_START is taken before the heavy imports)
+import time
+
+T_START = time.time()  # before the heavy imports, so startup_seconds counts them
+
+import gc
+import math
+import sys
+from dataclasses import asdict, dataclass
+from functools import partial
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from mlx.utils import tree_flatten, tree_map, tree_map_with_path
+
+from common.data import PreparedData
+from common.evaluate import evaluate_bpb
+from common.mfu import mfu_percent
+from common.profiles import get_profile
+from common.summary import print_summary
+
+# isort: split
+from backends import mlx_backend as mb
+
+# ---------------------------------------------------------------------------------------------------------------------
+# GPT model
+# ---------------------------------------------------------------------------------------------------------------------
+
+NORM_EPS = 1.1920928955078125e-07  # float32 machine epsilon (torch's rms_norm default), also in bf16
+SOFTCAP = 15  # logits = SOFTCAP * tanh(logits / SOFTCAP)
+VE_GATE_CHANNELS = 32  # the value-embedding gate reads this many channels of x
+COMPUTE_DTYPE = mb.COMPUTE_DTYPE  # bf16 on GPUs (Metal, CUDA), float32 on CPU; master weights float32
+
+
+@dataclass
+class GPTConfig:
+    sequence_len: int = 2048
+    vocab_size: int = 8192
+    n_layer: int = 8
+    n_head: int = 4
+    n_kv_head: int = 4
+    n_embd: int = 512
+    window_pattern: str = "SSSL"
+
+
+def norm(x):
+    # RMS norm without weight. MLX's kernel accumulates in float32 and returns x's dtype.
+    return mx.fast.rms_norm(x, None, NORM_EPS)
+
+
+def has_ve(layer_idx, n_layer):
+    """Value embeddings on alternating layers, the last one included."""
+    return layer_idx % 2 == (n_layer - 1) % 2
+
+
+def apply_rotary_emb(x, cos, sin):
+    # Upstream's half-split layout: channel i rotates with channel i + head_dim/2.
+    d = x.shape[-1] // 2
+    x1, x2 = x[..., :d], x[..., d:]
+    return mx.concatenate([x1 * cos + x2 * sin, x2 * cos - x1 * sin], axis=-1)
+
+
+class Linear(nn.Linear):
+    """Bias-free nn.Linear whose float32 master weight is cast to the input's dtype at use (MLX has no autocast)."""
+
+    def __init__(self, in_features, out_features):
+        super().__init__(in_features, out_features, bias=False)
+
+    def __call__(self, x):
+        return x @ self.weight.astype(x.dtype).T
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_kv_head = config.n_kv_head
+        self.head_dim = config.n_embd // config.n_head
+        self.c_q = Linear(config.n_embd, self.n_head * self.head_dim)
+        self.c_k = Linear(config.n_embd, self.n_kv_head * self.head_dim)
+        self.c_v = Linear(config.n_embd, self.n_kv_head * self.head_dim)
+        self.c_proj = Linear(config.n_embd, config.n_embd)
+        self.ve_gate = Linear(VE_GATE_CHANNELS, self.n_kv_head) if has_ve(layer_idx, config.n_layer) else None
+
+    def __call__(self, x, ve, cos, sin, mask):
+        B, T, _ = x.shape
+        q = self.c_q(x).reshape(B, T, self.n_head, self.head_dim)
+        k = self.c_k(x).reshape(B, T, self.n_kv_head, self.head_dim)
+        v = self.c_v(x).reshape(B, T, self.n_kv_head, self.head_dim)
+        if ve is not None:
+            # Value embeddings mixed in by a learned per-head gate in (0, 2), zero-initialised to 1.
+            gate = 2 * mx.sigmoid(self.ve_gate(x[..., :VE_GATE_CHANNELS]))
+            v = v + gate[..., None] * ve.reshape(B, T, self.n_kv_head, self.head_dim)
+        q = norm(apply_rotary_emb(q, cos, sin))
+        k = norm(apply_rotary_emb(k, cos, sin))
+        q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))  # (B, H, T, D) for attention
+        y = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.head_dim**-0.5, mask=mask)
+        return self.c_proj(y.transpose(0, 2, 1, 3).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = Linear(config.n_embd, 4 * config.n_embd)
+        self.c_proj = Linear(4 * config.n_embd, config.n_embd)
+
+    def __call__(self, x):
+        return self.c_proj(mx.square(nn.relu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.mlp = MLP(config)
+
+    def __call__(self, x, ve, cos, sin, mask):
+        x = x + self.attn(norm(x), ve, cos, sin, mask)
+        return x + self.mlp(norm(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        head_dim = config.n_embd // config.n_head
+        kv_dim = config.n_kv_head * head_dim
+        # Dicts and lists of modules give the canonical names: transformer.h.0.attn.c_q.weight, value_embeds.1.weight
+        self.transformer = {
+            "wte": nn.Embedding(config.vocab_size, config.n_embd),
+            "h": [Block(config, i) for i in range(config.n_layer)],
+        }
+        self.lm_head = Linear(config.n_embd, config.vocab_size)
+        self.resid_lambdas = mx.ones((config.n_layer,))
+        self.x0_lambdas = mx.zeros((config.n_layer,))
+        self.value_embeds = {
+            str(i): nn.Embedding(config.vocab_size, kv_dim)
+            for i in range(config.n_layer)
+            if has_ve(i, config.n_layer)
+        }
+        # Not parameters (leading underscore): window sizes, rotary tables and sliding-window masks, built once.
+        self._window_sizes = self._compute_window_sizes(config)
+        inv_freq = 1.0 / (10000 ** (mx.arange(0, head_dim, 2, dtype=mx.float32) / head_dim))
+        freqs = mx.outer(mx.arange(config.sequence_len, dtype=mx.float32), inv_freq)
+        self._cos = mx.cos(freqs)[:, None, :]  # (T, 1, head_dim/2): broadcasts over (B, T, H, head_dim/2)
+        self._sin = mx.sin(freqs)[:, None, :]
+        pos = mx.arange(config.sequence_len)
+        dist = pos[:, None] - pos[None, :]  # query i minus key j
+        self._masks = {
+            str(w): (dist >= 0) & (dist <= w) for w in set(self._window_sizes) if w < config.sequence_len
+        }
+
+    @staticmethod
+    def _compute_window_sizes(config):
+        # "L" = full context, "S" = half; the pattern cycles over layers and the last layer is always "L".
+        pattern = config.window_pattern.upper()
+        assert pattern and set(pattern) <= set("SL"), f"WINDOW_PATTERN must use S and L only, got {pattern!r}"
+        long, short = config.sequence_len, config.sequence_len // 2
+        sizes = [long if pattern[i % len(pattern)] == "L" else short for i in range(config.n_layer)]
+        sizes[-1] = long
+        return sizes
+
+    def _mask(self, layer_idx, T):
+        # With window w, query i sees keys i-w..i (w+1 keys, FlashAttention's left window).
+        w = self._window_sizes[layer_idx]
+        return "causal" if w >= T else self._masks[str(w)][:T, :T]
+
+    def init_weights(self):
+        s = 3**0.5 * self.config.n_embd**-0.5  # uniform(-s, s) has the std of N(0, 1/n_embd)
+        uniform = lambda a: mx.random.uniform(-s, s, a.shape)
+        self.transformer["wte"].weight = mx.random.normal(self.transformer["wte"].weight.shape)
+        self.lm_head.weight = 0.001 * mx.random.normal(self.lm_head.weight.shape)
+        for block in self.transformer["h"]:
+            attn, mlp = block.attn, block.mlp
+            for m in (attn.c_q, attn.c_k, attn.c_v, mlp.c_fc):
+                m.weight = uniform(m.weight)
+            # Output projections start at zero: each block begins as the identity.
+            attn.c_proj.weight = mx.zeros_like(attn.c_proj.weight)
+            mlp.c_proj.weight = mx.zeros_like(mlp.c_proj.weight)
+            if attn.ve_gate is not None:
+                attn.ve_gate.weight = mx.zeros_like(attn.ve_gate.weight)
+        for ve in self.value_embeds.values():
+            ve.weight = uniform(ve.weight)
+        self.resid_lambdas = mx.ones((self.config.n_layer,))
+        self.x0_lambdas = mx.full((self.config.n_layer,), 0.1)
+
+    def num_params(self):
+        return sum(p.size for _, p in tree_flatten(self.parameters()))
+
+    def estimate_flops(self):
+        """Training FLOPs per token (upstream's estimate): 6 per matmul weight, plus attention's scores and values."""
+        excluded = ("transformer.wte.", "value_embeds.", "resid_lambdas", "x0_lambdas")
+        n = sum(p.size for k, p in tree_flatten(self.parameters()) if not k.startswith(excluded))
+        h, q, t = self.config.n_head, self.config.n_embd // self.config.n_head, self.config.sequence_len
+        return 6 * n + sum(12 * h * q * min(w, t) for w in self._window_sizes)
+
+    def __call__(self, idx, targets=None, reduction="mean"):
+        T = idx.shape[1]
+        cos, sin = self._cos[:T].astype(COMPUTE_DTYPE), self._sin[:T].astype(COMPUTE_DTYPE)
+        x = norm(self.transformer["wte"](idx).astype(COMPUTE_DTYPE))
+        x0 = x
+        # Cast the scalars too: a float32 array times a bf16 one would promote the residual stream to float32.
+        resid, x0_lam = self.resid_lambdas.astype(x.dtype), self.x0_lambdas.astype(x.dtype)
+        for i, block in enumerate(self.transformer["h"]):
+            x = resid[i] * x + x0_lam[i] * x0
+            ve = self.value_embeds[str(i)](idx).astype(x.dtype) if str(i) in self.value_embeds else None
+            x = block(x, ve, cos, sin, self._mask(i, T))
+        x = norm(x)
+        logits = self.lm_head(x).astype(mx.float32)
+        if targets is None:
+            return SOFTCAP * mb.tanh(logits / SOFTCAP)
+        loss = softcap_cross_entropy(logits, targets)[0]
+        return loss.reshape(-1) if reduction == "none" else loss.mean()
+
+
+@mx.custom_function
+def softcap_cross_entropy(logits, targets):
+    """Per-token cross-entropy (float32) of SOFTCAP * tanh(logits / SOFTCAP), with a hand-written backward.
+    Returns (loss, t, e, s): t = tanh(logits / SOFTCAP), e = exp(SOFTCAP * t) and s = sum(e) are kept for the
+    backward, which then needs no transcendental at all (autodiff recomputes tanh and exp: on a CPU, where they
+    dominate a step, twice the time)."""
+    t = mb.tanh(logits / SOFTCAP)  # mx.tanh, or on the CPU a 4x faster drop-in (see the backend)
+    e = mb.exp(SOFTCAP * t, bounded=True)  # |SOFTCAP * t| <= SOFTCAP: no max subtraction, sum(e) fits float32
+    s = mx.sum(e, axis=-1, keepdims=True)
+    loss = mx.log(s[..., 0]) - SOFTCAP * mx.take_along_axis(t, targets[..., None], axis=-1)[..., 0]
+    return loss, t, e, s
+
+
+@softcap_cross_entropy.vjp
+def _softcap_cross_entropy_vjp(primals, cotangents, outputs):
+    logits, targets = primals
+    _, t, e, s = outputs
+    onehot = mx.arange(logits.shape[-1]) == targets[..., None]
+    # d loss / d z = softmax - onehot, times d z / d logits = 1 - t^2
+    dlogits = (e * (1 / s) - onehot) * (cotangents[0][..., None] * (1 - t * t))
+    return dlogits, mx.zeros_like(targets)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Optimizer (Muon + AdamW)
+# ---------------------------------------------------------------------------------------------------------------------
+
+# Polar Express (Amsel et al. 2025): per-step (a, b, c) of X <- a X + b (X X^T) X + c (X X^T)^2 X, tuned for 5 steps.
+POLAR_EXPRESS_COEFFS = [
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+]
+
+
+def polar_express(G, steps=5):
+    """Approximately orthogonalise each matrix of a stack (K, R, C): U V^T of its SVD. Always float32 (bf16
+    iterations gave NaNs in a community MLX port)."""
+    X = G.astype(mx.float32)
+    X = X / (mx.sqrt(mx.sum(X * X, axis=(-2, -1), keepdims=True)) * 1.02 + 1e-6)
+    tall = X.shape[-2] > X.shape[-1]  # iterate on the smaller Gram matrix
+    for a, b, c in POLAR_EXPRESS_COEFFS[:steps]:
+        if tall:
+            A = X.swapaxes(-1, -2) @ X
+            X = a * X + X @ (b * A + c * (A @ A))
+        else:
+            A = X @ X.swapaxes(-1, -2)
+            X = a * X + (b * A + c * (A @ A)) @ X
+    return X
+
+
+def muon_step(params, grads, momentum_buffer, second_momentum_buffer, momentum, lr, wd, beta2, ns_steps):
+    """One Muon step on a stack of same-shape matrices (K, R, C). Returns (params, momentum_buffer,
+    second_momentum_buffer); the second moment is (K, R, 1) if R >= C else (K, 1, C)."""
+    R, C = params.shape[-2:]
+    # Nesterov momentum
+    momentum_buffer = momentum_buffer + (1 - momentum) * (grads - momentum_buffer)
+    g = grads + momentum * (momentum_buffer - grads)
+    X = polar_express(g, ns_steps)
+    # NorMuon: normalise per row (or column) by a running second moment, then restore the update's overall norm
+    red = -1 if R >= C else -2
+    n = X.shape[red]
+    v_mean = mx.mean(X * X, axis=red, keepdims=True)
+    v_norm = mx.sqrt(mx.sum(v_mean, axis=(-2, -1), keepdims=True) * n)
+    second_momentum_buffer = second_momentum_buffer + (1 - beta2) * (v_mean - second_momentum_buffer)
+    step = mx.rsqrt(mx.maximum(second_momentum_buffer, 1e-10))
+    v_norm_new = mx.sqrt(mx.sum(v_mean * n * step * step, axis=(-2, -1), keepdims=True))
+    X = X * step * (v_norm / mx.maximum(v_norm_new, 1e-10))
+    # Cautious weight decay (only where update and weight agree in sign), lr scaled up for tall matrices
+    lr = lr * max(1.0, R / C) ** 0.5
+    mask = (X * params) >= 0
+    params = params - lr * X - lr * wd * params * mask
+    return params, momentum_buffer, second_momentum_buffer
+
+
+def adamw_step(p, g, m, v, step, lr, beta1, beta2, eps, wd):
+    """One AdamW step (bias-corrected, decoupled weight decay). Returns (p, m, v)."""
+    p = p * (1 - lr * wd)
+    m = m + (1 - beta1) * (g - m)
+    v = v + (1 - beta2) * (g * g - v)
+    bias1 = 1 - beta1**step
+    bias2 = 1 - beta2**step
+    p = p - (lr / bias1) * m / (mx.sqrt(v / bias2) + eps)
+    return p, m, v
+
+
+class MuonAdamW:
+    """Muon for the blocks' matrices (one stacked group per shape), AdamW for the rest.
+
+    Groups name their parameters (canonical names). Everything that changes during training, moment buffers and
+    the step count, lr multiplier, Muon momentum and weight decay alike, is an mx.array in `self.state`, so a
+    compiled step reads fresh values on every call instead of freezing Python floats at trace time."""
+
+    def __init__(self, model, param_groups):
+        self.param_groups = param_groups
+        params = dict(tree_flatten(model.parameters()))
+        muon = [g for g in param_groups if g["kind"] == "muon"]
+        self.state = {
+            "step": mx.array(0.0),  # AdamW bias correction
+            "lr_multiplier": mx.array(1.0),
+            "muon_momentum": mx.array(muon[0]["momentum"] if muon else 0.0),
+            "muon_weight_decay": mx.array(muon[0]["weight_decay"] if muon else 0.0),
+            "adamw": {},
+            "muon": [],
+        }
+        for group in param_groups:
+            if group["kind"] == "adamw":
+                for name in group["names"]:
+                    shape = params[name].shape
+                    self.state["adamw"][name] = {"m": mx.zeros(shape), "v": mx.zeros(shape)}
+            else:
+                R, C = params[group["names"][0]].shape
+                K = len(group["names"])
+                self.state["muon"].append(
+                    {
+                        "momentum_buffer": mx.zeros((K, R, C)),
+                        "second_momentum_buffer": mx.zeros((K, R, 1) if R >= C else (K, 1, C)),
+                    }
+                )
+
+    def set_schedule(self, lr_multiplier, muon_momentum, muon_weight_decay):
+        """This step's schedule values, as arrays (inputs to the compiled step)."""
+        self.state["lr_multiplier"] = mx.array(lr_multiplier, dtype=mx.float32)
+        self.state["muon_momentum"] = mx.array(muon_momentum, dtype=mx.float32)
+        self.state["muon_weight_decay"] = mx.array(muon_weight_decay, dtype=mx.float32)
+
+    def update(self, model, grads):
+        """Apply one step. grads: {canonical name: float32 array}. Writes the new weights into the model."""
+        s = self.state
+        params = dict(tree_flatten(model.parameters()))
+        step = s["step"] + 1
+        new = {}
+        muon_index = 0
+        for group in self.param_groups:
+            lr = group["lr"] * s["lr_multiplier"]
+            names = group["names"]
+            if group["kind"] == "adamw":
+                beta1, beta2 = group["betas"]
+                for name in names:
+                    st = s["adamw"][name]
+                    p, st["m"], st["v"] = adamw_step(
+                        params[name], grads[name], st["m"], st["v"], step, lr, beta1, beta2, group["eps"],
+                        group["weight_decay"],
+                    )  # fmt: skip
+                    new[name] = p
+            else:
+                st = s["muon"][muon_index]
+                muon_index += 1
+                stacked, st["momentum_buffer"], st["second_momentum_buffer"] = muon_step(
+                    mx.stack([params[n] for n in names]), mx.stack([grads[n] for n in names]),
+                    st["momentum_buffer"], st["second_momentum_buffer"], s["muon_momentum"], lr,
+                    s["muon_weight_decay"], group["beta2"], group["ns_steps"],
+                )  # fmt: skip
+                new.update((n, stacked[k]) for k, n in enumerate(names))
+        s["step"] = step
+        # Rebuild the parameter tree by path (tree_unflatten would turn value_embeds' "1" key into a list index).
+        model.update(tree_map_with_path(lambda name, p: new[name], model.parameters()))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Hyperparameters (edit these directly, no CLI flags)
+# ---------------------------------------------------------------------------------------------------------------------
+
+PROFILE = get_profile()  # $AUTORESEARCH_PROFILE (the harness sets it); profiles never compare
+MAX_SEQ_LEN = PROFILE.max_seq_len  # context length T (fixed by the profile)
+TIME_BUDGET = PROFILE.time_budget  # seconds of training steps (fixed by the profile)
+EVAL_TOKENS = PROFILE.eval_tokens  # val set size (fixed by the profile)
+
+# Model architecture
+ASPECT_RATIO = 64  # model_dim = DEPTH * ASPECT_RATIO, rounded up to a multiple of HEAD_DIM
+HEAD_DIM = 128  # attention head dimension
+WINDOW_PATTERN = "SSSL"  # per-layer attention window, cycled: L = full context, S = half
+
+# Optimization
+TOTAL_BATCH_SIZE = PROFILE.total_batch_size  # tokens per optimizer step
+DEVICE_BATCH_SIZE = PROFILE.device_batch_size  # rows per micro-batch (accumulation makes up the rest)
+EMBEDDING_LR = 0.6  # AdamW lr of wte and value_embeds (scaled by 1/sqrt(d/768))
+UNEMBEDDING_LR = 0.004  # AdamW lr of lm_head (scaled by 1/sqrt(d/768))
+MATRIX_LR = 0.04  # Muon lr of the blocks' matrices
+SCALAR_LR = 0.5  # AdamW lr of x0_lambdas (resid_lambdas get 1/100 of it)
+WEIGHT_DECAY = 0.2  # Muon's cautious weight decay, decayed linearly to 0
+ADAM_BETAS = (0.8, 0.95)  # AdamW betas
+WARMUP_RATIO = 0.0  # fraction of the budget warming the lr up
+WARMDOWN_RATIO = 0.5  # fraction of the budget decaying the lr to FINAL_LR_FRAC
+FINAL_LR_FRAC = 0.0  # final lr as a fraction of the initial
+
+# Model size
+DEPTH = PROFILE.depth  # number of layers: the one size dial
+
+SEED = 42  # weights and data order
+EVAL_BATCH_SIZE = DEVICE_BATCH_SIZE  # val rows per evaluation batch (the backend splits them to bound memory)
+COMPILE = True  # mx.compile the whole optimizer step
+COMPILE_STEPS = 1  # first steps timed as compile (trace + kernel builds), not counted against the budget
+
+
+def get_lr_multiplier(progress):
+    if progress < WARMUP_RATIO:
+        return progress / WARMUP_RATIO if WARMUP_RATIO > 0 else 1.0
+    if progress < 1.0 - WARMDOWN_RATIO:
+        return 1.0
+    cooldown = (1.0 - progress) / WARMDOWN_RATIO
+    return cooldown * 1.0 + (1 - cooldown) * FINAL_LR_FRAC
+
+
+def get_muon_momentum(step):
+    frac = min(step / 300, 1)
+    return (1 - frac) * 0.85 + frac * 0.95
+
+
+def get_weight_decay(progress):
+    return WEIGHT_DECAY * (1 - progress)
+
+
+def setup_optimizer(model, unembedding_lr, embedding_lr, matrix_lr, weight_decay, adam_betas, scalar_lr):
+    """Upstream's groups: AdamW for lm_head, wte, value_embeds and the scalars (lrs scaled by 1/sqrt(d/768)), Muon
+    for every 2-D matrix in the blocks, one group per shape."""
+    scale = (model.config.n_embd / 768) ** -0.5
+    params = dict(tree_flatten(model.parameters()))
+    matrices = [k for k, p in params.items() if k.startswith("transformer.h.") and p.ndim == 2]
+    value_embeds = [k for k in params if k.startswith("value_embeds.")]
+
+    def adamw(names, lr, betas=adam_betas):
+        return dict(kind="adamw", names=names, lr=lr, betas=betas, eps=1e-10, weight_decay=0.0)
+
+    def muon(names):
+        kw = dict(lr=matrix_lr, momentum=0.95, ns_steps=5, beta2=0.95, weight_decay=weight_decay)
+        return dict(kind="muon", names=names, **kw)
+
+    groups = [
+        adamw(["lm_head.weight"], unembedding_lr * scale),
+        adamw(["transformer.wte.weight"], embedding_lr * scale),
+        adamw(value_embeds, embedding_lr * scale),
+        adamw(["resid_lambdas"], scalar_lr * 0.01),
+        adamw(["x0_lambdas"], scalar_lr, betas=(0.96, 0.95)),
+    ]
+    for shape in sorted({params[k].shape for k in matrices}):  # Muon stacks same-shape matrices
+        groups.append(muon([k for k in matrices if params[k].shape == shape]))
+    groups = [g for g in groups if g["names"]]
+    grouped = [n for g in groups for n in g["names"]]
+    assert sorted(grouped) == sorted(params), "every parameter must be in exactly one optimizer group"
+    return MuonAdamW(model, groups)
+
+
+def make_train_step(model, optimizer, compiled=True):
+    """step(x, y) -> mean loss: gradients over the micro-batches x[i], y[i] (x, y: (accum, B, T)), averaged, then
+    one optimizer update. Compiled, the whole step is one graph whose inputs and outputs are the model, the
+    optimizer state and the RNG state (mlx-examples style)."""
+    loss_and_grad = nn.value_and_grad(model, lambda x, y: model(x, y))
+
+    def step(x, y):
+        n = x.shape[0]
+        loss, grads = loss_and_grad(x[0], y[0])
+        for i in range(1, n):
+            loss_i, grads_i = loss_and_grad(x[i], y[i])
+            loss, grads = loss + loss_i, tree_map(mx.add, grads, grads_i)
+        if n > 1:
+            loss, grads = loss / n, tree_map(lambda g: g / n, grads)
+        optimizer.update(model, dict(tree_flatten(grads)))
+        return loss
+
+    if not compiled:
+        return step
+    state = [model.state, optimizer.state, mx.random.state]
+    return partial(mx.compile, inputs=state, outputs=state)(step)
+
+
+def main():
+    # -----------------------------------------------------------------------------------------------------------------
+    # Setup
+    # -----------------------------------------------------------------------------------------------------------------
+    mb.setup()
+    device = mb.device_name()
+    mx.random.seed(SEED)
+    data = PreparedData.open()
+    val_rows = data.val_rows(MAX_SEQ_LEN, EVAL_TOKENS)
+
+    model_dim = math.ceil(DEPTH * ASPECT_RATIO / HEAD_DIM) * HEAD_DIM
+    n_head = model_dim // HEAD_DIM
+    config = GPTConfig(
+        sequence_len=MAX_SEQ_LEN, vocab_size=data.vocab_size, n_layer=DEPTH, n_head=n_head, n_kv_head=n_head,
+        n_embd=model_dim, window_pattern=WINDOW_PATTERN,
+    )  # fmt: skip
+    model = GPT(config)
+    model.init_weights()
+    mx.eval(model.parameters())
+    num_params, flops_per_token = model.num_params(), model.estimate_flops()
+
+    tokens_per_fwdbwd = DEVICE_BATCH_SIZE * MAX_SEQ_LEN
+    assert TOTAL_BATCH_SIZE % tokens_per_fwdbwd == 0, (
+        "TOTAL_BATCH_SIZE must be a multiple of DEVICE_BATCH_SIZE * T"
+    )
+    grad_accum_steps = TOTAL_BATCH_SIZE // tokens_per_fwdbwd
+    optimizer = setup_optimizer(
+        model, unembedding_lr=UNEMBEDDING_LR, embedding_lr=EMBEDDING_LR, matrix_lr=MATRIX_LR,
+        weight_decay=WEIGHT_DECAY, adam_betas=ADAM_BETAS, scalar_lr=SCALAR_LR,
+    )  # fmt: skip
+    train_step = make_train_step(model, optimizer, compiled=COMPILE)
+    state = [model.state, optimizer.state]
+    loader = data.train_batches(DEVICE_BATCH_SIZE, MAX_SEQ_LEN, seed=SEED)
+
+    def next_batch():
+        xs, ys, epoch = [], [], 1
+        for _ in range(grad_accum_steps):
+            x, y, epoch = next(loader)
+            xs.append(x)
+            ys.append(y)
+        return mb.to_array(np.stack(xs)), mb.to_array(np.stack(ys)), epoch
+
+    x, y, epoch = next_batch()
+    print(f"profile {PROFILE.name}: {PROFILE.description}; data {data.name} ({data.dir})")
+    print(f"model {asdict(config)}: {num_params / 1e6:.2f}M params, {flops_per_token:.3e} FLOPs/token")
+    print(
+        f"batch {TOTAL_BATCH_SIZE:,} tokens = {grad_accum_steps} x {DEVICE_BATCH_SIZE} x {MAX_SEQ_LEN}; budget {TIME_BUDGET:.0f}s"
+    )
+    startup_seconds = time.time() - T_START  # from before `import mlx`
+
+    # -----------------------------------------------------------------------------------------------------------------
+    # Training loop
+    # -----------------------------------------------------------------------------------------------------------------
+    gc.collect()
+    gc.freeze()  # no collector pauses mid-run
+    gc.disable()
+    step, training_seconds, compile_seconds, smooth_loss = 0, 0.0, 0.0, 0.0
+    while True:
+        progress = min(training_seconds / TIME_BUDGET, 1.0)
+        lrm = get_lr_multiplier(progress)
+        optimizer.set_schedule(lrm, get_muon_momentum(step), get_weight_decay(progress))
+        t0 = time.time()
+        loss = train_step(x, y)
+        mx.eval(loss, state)  # the one sync point per step
+        x, y, next_epoch = next_batch()
+        dt = time.time() - t0
+
+        loss_f = loss.item()
+        if math.isnan(loss_f) or loss_f > 100:
+            print(f"FAIL: loss {loss_f} at step {step}", flush=True)
+            sys.exit(1)
+        if step < COMPILE_STEPS:
+            compile_seconds += dt
+        else:
+            training_seconds += dt
+        smooth_loss = 0.9 * smooth_loss + 0.1 * loss_f
+        tok_s = TOTAL_BATCH_SIZE / dt
+        mfu = mfu_percent(flops_per_token, tok_s, device)
+        print(
+            f"step {step:05d} ({100 * progress:.1f}%) | loss {smooth_loss / (1 - 0.9 ** (step + 1)):.6f} | "
+            f"lrm {lrm:.2f} | dt {dt * 1000:.0f}ms | tok/s {tok_s:,.0f} | mfu {'-' if mfu is None else f'{mfu:.1f}%'} | "
+            f"epoch {epoch} | remaining {max(0.0, TIME_BUDGET - training_seconds):.0f}s",
+            flush=True,
+        )
+        step, epoch = step + 1, next_epoch
+        if step > COMPILE_STEPS and training_seconds >= TIME_BUDGET:
+            break
+    gc.enable()
+    print(f"startup {startup_seconds:.1f}s, compile {compile_seconds:.1f}s, training {training_seconds:.1f}s")
+
+    # -----------------------------------------------------------------------------------------------------------------
+    # Final eval + summary
+    # -----------------------------------------------------------------------------------------------------------------
+    t_eval = time.time()
+    val_bpb = evaluate_bpb(
+        mb.make_loss_fn(model, EVAL_BATCH_SIZE), val_rows, EVAL_BATCH_SIZE, data.token_bytes
+    )
+    eval_seconds = time.time() - t_eval
+    eval_tokens = val_rows.shape[0] * MAX_SEQ_LEN
+    print(f"eval {eval_tokens:,} tokens in {eval_seconds:.1f}s ({eval_tokens / eval_seconds:,.0f} tok/s)")
+
+    tokens_per_second = (step - COMPILE_STEPS) * TOTAL_BATCH_SIZE / training_seconds
+    print_summary(
+        {
+            "val_bpb": val_bpb,
+            "training_seconds": training_seconds,
+            "total_seconds": time.time() - T_START,
+            "peak_vram_mb": mb.peak_memory_mb(),
+            "mfu_percent": mfu_percent(flops_per_token, tokens_per_second, device),
+            "total_tokens_M": step * TOTAL_BATCH_SIZE / 1e6,
+            "num_steps": step,
+            "num_params_M": num_params / 1e6,
+            "depth": DEPTH,
+            "backend": "mlx",
+            "device": device,
+            "profile": PROFILE.name,
+            "startup_seconds": round(startup_seconds, 2),
+            "compile_seconds": round(compile_seconds, 2),
+            "eval_seconds": round(eval_seconds, 2),
+            "tokens_per_second": round(tokens_per_second, 1),
+            "dataset": data.name,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
