@@ -44,7 +44,14 @@ def format_summary(values: dict) -> str:
         lines.append(f"{key + ':':<{WIDTH}}{_fmt(values[key], fmt)}")
     for key, value in values.items():
         if key not in known:
-            lines.append(f"{key + ':':<{WIDTH}}{_fmt(value, '{:.6g}' if isinstance(value, float) else '{}')}")
+            fmt = (
+                "{:.6f}"
+                if isinstance(value, float) and abs(value) < 1e4
+                else "{:.1f}"
+                if isinstance(value, float)
+                else "{}"
+            )
+            lines.append(f"{key + ':':<{max(WIDTH, len(key) + 2)}}{_fmt(value, fmt)}")
     return "\n".join(lines)
 
 
