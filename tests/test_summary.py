@@ -62,6 +62,6 @@ def test_nan_prints_null():
 def test_long_extra_keys_stay_parseable_and_precise():
     text = format_summary(dict(VALUES, calibration_seconds=3.4567891, tokens_per_second=1505320.4))
     assert "calibration_seconds: 3.456789" in text
-    assert "tokens_per_second:  1505320.4" in text
+    assert "tokens_per_second: 1505320.4" in text
     parsed = parse_summary(text)
     assert parsed["tokens_per_second"] == pytest.approx(1505320.4)
