@@ -1,0 +1,65 @@
+"""Cross-backend parity: train_mlx.py and train_torch.py compute the same function (common/parity.py), and a port
+with a classic bug is caught and located."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from common.parity import run_parity
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    monkeypatch.setenv(
+        "OMP_NUM_THREADS", "1"
+    )  # two OpenMP threads on a 2-core CI box stall torch's CPU kernels
+
+
+def test_twins_agree_on_every_gate(prepared):
+    report = run_parity(root=ROOT, data_dir=prepared)
+    failed = [c for c in report.checks if not c.ok]
+    assert not failed, report.table()
+    names = [c.name for c in report.checks]
+    assert "100 training steps (loss, every step)" in names and "bfloat16: loss after 100 steps" in names
+    assert report.info["val_bpb"]["torch"] == pytest.approx(report.info["val_bpb"]["mlx"], abs=1e-5)
+
+
+def _broken_twin(tmp_path: Path, old: str, new: str) -> Path:
+    """A checkout whose train_mlx.py has one line 'ported' wrong."""
+    for name in ("train_mlx.py", "train_torch.py"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    text = (tmp_path / "train_mlx.py").read_text()
+    assert old in text, f"test needs updating: {old!r} is no longer in train_mlx.py"
+    (tmp_path / "train_mlx.py").write_text(text.replace(old, new, 1))
+    return tmp_path
+
+
+def test_rotary_sign_convention_bug_is_located(prepared, tmp_path):
+    # mx.fast.rope's default direction is the opposite of upstream's formula: the classic porting trap.
+    root = _broken_twin(
+        tmp_path, "x1 * cos + x2 * sin, x2 * cos - x1 * sin", "x1 * cos - x2 * sin, x2 * cos + x1 * sin"
+    )
+    report = run_parity(root=root, data_dir=prepared, steps=2, bf16=False)
+    logits = next(c for c in report.checks if c.name.startswith("forward logits"))
+    assert not logits.ok and "transformer.h.0" in logits.detail
+    assert not report.ok
+
+
+def test_norm_epsilon_drift_is_reported(prepared, tmp_path):
+    root = _broken_twin(tmp_path, "NORM_EPS = 1.1920928955078125e-07", "NORM_EPS = 1e-5")
+    report = run_parity(root=root, data_dir=prepared, steps=2, bf16=False)
+    constants = next(c for c in report.checks if c.name.startswith("hyperparameters"))
+    assert not constants.ok and "NORM_EPS" in constants.detail
+
+
+def test_cli_exit_status_and_json(prepared, tmp_path, monkeypatch):
+    from common.cli import main
+
+    monkeypatch.chdir(_broken_twin(tmp_path, "SOFTCAP = 15", "SOFTCAP = 30"))
+    r = CliRunner().invoke(main, ["parity", "--data-dir", str(prepared), "--steps", "2", "--json"])
+    assert r.exit_code == 1, r.output
+    assert '"ok": false' in r.output and "SOFTCAP" in r.output
