@@ -1,11 +1,14 @@
-"""Pretrain a small GPT in MLX for a fixed time budget and report val_bpb: the agent-editable training script.
+"""Pretrain a small GPT in MLX for a fixed time budget and report val_bpb: the twin of train_torch.py.
 
-    python train_mlx.py                  # one experiment: the active profile ($AUTORESEARCH_PROFILE), prepared data
-    autoresearch train --backend mlx     # the same through the harness (log file, parsed summary)
+    python train_mlx.py                      # one experiment: the active profile ($AUTORESEARCH_PROFILE), prepared data
+    autoresearch train --backend mlx         # the same through the harness (Metal, then CUDA, then CPU)
 
-Twin of train_torch.py (docs/twins.md): same sections, names, model and optimizer math; `diff` shows only framework
-differences. Reads top to bottom: GPT model, optimizer (Muon + AdamW), hyperparameters, schedules, setup, training
-loop, final eval + summary. Importing it has no side effects: tests and `autoresearch parity` build from it.
+AGENT-EDITABLE. Twin of train_torch.py (docs/twins.md): same sections, names, model and optimizer math; `diff` shows
+framework differences only. Metal and CUDA: bf16 compute over float32 master weights (layers cast them at use: MLX
+has no autocast). CPU: float32. Everywhere the whole training step (micro-batches and optimizer) is one mx.compile
+graph and attention is MLX's fused kernel with a boolean window mask. The step count is fixed from a calibrated step
+time (see "Time accounting"), so reruns agree. Importing it has no side effects: tests and `autoresearch parity`
+build from it.
 """
 
 # ruff: noqa: E402  (T_START is taken before the heavy imports)
@@ -33,14 +36,14 @@ from common.summary import print_summary
 # isort: split
 from backends import mlx_backend as mb
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------
 # GPT model
-# ---------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------
 
-NORM_EPS = 1.1920928955078125e-07  # float32 machine epsilon (torch's rms_norm default), also in bf16
+NORM_EPS = 1.1920928955078125e-07  # float32 epsilon: torch's F.rms_norm default, explicit so bf16 keeps it
 SOFTCAP = 15  # logits = SOFTCAP * tanh(logits / SOFTCAP)
 VE_GATE_CHANNELS = 32  # the value-embedding gate reads this many channels of x
-COMPUTE_DTYPE = mb.COMPUTE_DTYPE  # bf16 on GPUs (Metal, CUDA), float32 on CPU; master weights float32
+COMPUTE_DTYPE = mb.COMPUTE_DTYPE  # bfloat16 on GPUs (Metal, CUDA), float32 on CPU; master weights float32
 
 
 @dataclass
@@ -55,7 +58,7 @@ class GPTConfig:
 
 
 def norm(x):
-    # RMS norm without weight. MLX's kernel accumulates in float32 and returns x's dtype.
+    # RMS norm without weight, computed in float32 (MLX's kernel accumulates in it), returned in the input dtype.
     return mx.fast.rms_norm(x, None, NORM_EPS)
 
 
@@ -71,14 +74,28 @@ def apply_rotary_emb(x, cos, sin):
     return mx.concatenate([x1 * cos + x2 * sin, x2 * cos - x1 * sin], axis=-1)
 
 
-class Linear(nn.Linear):
-    """Bias-free nn.Linear whose float32 master weight is cast to the input's dtype at use (MLX has no autocast)."""
+def window_mask(seq_len, window):
+    """Attention mask for a left window: query i sees keys i-window..i (window + 1 keys, FlashAttention's
+    convention). "causal" means plain causal (the kernel's own mask, the fastest). Else a boolean (T, T) mask,
+    True = attend."""
+    if window >= seq_len - 1:
+        return "causal"
+    i = mx.arange(seq_len)
+    dist = i[:, None] - i[None, :]
+    return (dist >= 0) & (dist <= window)
 
-    def __init__(self, in_features, out_features):
-        super().__init__(in_features, out_features, bias=False)
+
+def attention(q, k, v, mask, scale):
+    # q, k, v: (B, H, T, D).
+    return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
+
+
+class Linear(nn.Linear):
+    """nn.Linear whose float32 master weights are cast to the input's dtype at use (MLX has no autocast)."""
 
     def __call__(self, x):
-        return x @ self.weight.astype(x.dtype).T
+        y = x @ self.weight.astype(x.dtype).T
+        return y + self.bias.astype(x.dtype) if "bias" in self else y
 
 
 class CausalSelfAttention(nn.Module):
@@ -87,11 +104,15 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.n_kv_head = config.n_kv_head
         self.head_dim = config.n_embd // config.n_head
-        self.c_q = Linear(config.n_embd, self.n_head * self.head_dim)
-        self.c_k = Linear(config.n_embd, self.n_kv_head * self.head_dim)
-        self.c_v = Linear(config.n_embd, self.n_kv_head * self.head_dim)
-        self.c_proj = Linear(config.n_embd, config.n_embd)
-        self.ve_gate = Linear(VE_GATE_CHANNELS, self.n_kv_head) if has_ve(layer_idx, config.n_layer) else None
+        self.c_q = Linear(config.n_embd, self.n_head * self.head_dim, bias=False)
+        self.c_k = Linear(config.n_embd, self.n_kv_head * self.head_dim, bias=False)
+        self.c_v = Linear(config.n_embd, self.n_kv_head * self.head_dim, bias=False)
+        self.c_proj = Linear(config.n_embd, config.n_embd, bias=False)
+        self.ve_gate = (
+            Linear(VE_GATE_CHANNELS, self.n_kv_head, bias=False)
+            if has_ve(layer_idx, config.n_layer)
+            else None
+        )
 
     def __call__(self, x, ve, cos, sin, mask):
         B, T, _ = x.shape
@@ -105,18 +126,18 @@ class CausalSelfAttention(nn.Module):
         q = norm(apply_rotary_emb(q, cos, sin))
         k = norm(apply_rotary_emb(k, cos, sin))
         q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))  # (B, H, T, D) for attention
-        y = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.head_dim**-0.5, mask=mask)
+        y = attention(q, k, v, mask, self.head_dim**-0.5)
         return self.c_proj(y.transpose(0, 2, 1, 3).reshape(B, T, -1))
 
 
 class MLP(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.c_fc = Linear(config.n_embd, 4 * config.n_embd)
-        self.c_proj = Linear(4 * config.n_embd, config.n_embd)
+        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=False)
+        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=False)
 
     def __call__(self, x):
-        return self.c_proj(mx.square(nn.relu(self.c_fc(x))))
+        return self.c_proj(nn.relu(self.c_fc(x)).square())  # ReLU^2
 
 
 class Block(nn.Module):
@@ -134,88 +155,95 @@ class GPT(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.config = config
-        head_dim = config.n_embd // config.n_head
-        kv_dim = config.n_kv_head * head_dim
-        # Dicts and lists of modules give the canonical names: transformer.h.0.attn.c_q.weight, value_embeds.1.weight
-        self.transformer = {
-            "wte": nn.Embedding(config.vocab_size, config.n_embd),
-            "h": [Block(config, i) for i in range(config.n_layer)],
-        }
-        self.lm_head = Linear(config.n_embd, config.vocab_size)
+        self._window_sizes = self._compute_window_sizes(config)  # a leading underscore: not a parameter
+        # A bare Module as the container gives attribute access and the canonical names (transformer.h.0.mlp...).
+        self.transformer = nn.Module()
+        self.transformer.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.transformer.h = [Block(config, i) for i in range(config.n_layer)]
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         self.resid_lambdas = mx.ones((config.n_layer,))
         self.x0_lambdas = mx.zeros((config.n_layer,))
+        head_dim = config.n_embd // config.n_head
+        kv_dim = config.n_kv_head * head_dim
         self.value_embeds = {
             str(i): nn.Embedding(config.vocab_size, kv_dim)
             for i in range(config.n_layer)
             if has_ve(i, config.n_layer)
         }
-        # Not parameters (leading underscore): window sizes, rotary tables and sliding-window masks, built once.
-        self._window_sizes = self._compute_window_sizes(config)
-        inv_freq = 1.0 / (10000 ** (mx.arange(0, head_dim, 2, dtype=mx.float32) / head_dim))
-        freqs = mx.outer(mx.arange(config.sequence_len, dtype=mx.float32), inv_freq)
-        self._cos = mx.cos(freqs)[:, None, :]  # (T, 1, head_dim/2): broadcasts over (B, T, H, head_dim/2)
-        self._sin = mx.sin(freqs)[:, None, :]
-        pos = mx.arange(config.sequence_len)
-        dist = pos[:, None] - pos[None, :]  # query i minus key j
-        self._masks = {
-            str(w): (dist >= 0) & (dist <= w) for w in set(self._window_sizes) if w < config.sequence_len
-        }
+        # Rotary tables: float32, not trainable (a leading underscore keeps them out of parameters()).
+        self._cos, self._sin = self._rotary_tables(config.sequence_len, head_dim)
+        # Full-length window masks, built once here, outside any compiled graph; window_masks slices them.
+        windows = {w for w in self._window_sizes if w < config.sequence_len - 1}
+        self._masks = {str(w): window_mask(config.sequence_len, w) for w in windows}
+
+    @staticmethod
+    def _rotary_tables(seq_len, head_dim, base=10000.0):
+        inv_freq = 1.0 / base ** (mx.arange(0, head_dim, 2, dtype=mx.float32) / head_dim)
+        freqs = mx.outer(mx.arange(seq_len, dtype=mx.float32), inv_freq)
+        return mx.cos(freqs), mx.sin(freqs)
 
     @staticmethod
     def _compute_window_sizes(config):
-        # "L" = full context, "S" = half; the pattern cycles over layers and the last layer is always "L".
         pattern = config.window_pattern.upper()
-        assert pattern and set(pattern) <= set("SL"), f"WINDOW_PATTERN must use S and L only, got {pattern!r}"
-        long, short = config.sequence_len, config.sequence_len // 2
-        sizes = [long if pattern[i % len(pattern)] == "L" else short for i in range(config.n_layer)]
-        sizes[-1] = long
+        assert pattern and all(c in "SL" for c in pattern), f"window pattern {pattern!r}: use only S and L"
+        long_window, short_window = config.sequence_len, config.sequence_len // 2
+        sizes = [
+            long_window if pattern[i % len(pattern)] == "L" else short_window for i in range(config.n_layer)
+        ]
+        sizes[-1] = long_window  # the last layer always sees the whole context
         return sizes
 
-    def _mask(self, layer_idx, T):
-        # With window w, query i sees keys i-w..i (w+1 keys, FlashAttention's left window).
-        w = self._window_sizes[layer_idx]
-        return "causal" if w >= T else self._masks[str(w)][:T, :T]
-
     def init_weights(self):
-        s = 3**0.5 * self.config.n_embd**-0.5  # uniform(-s, s) has the std of N(0, 1/n_embd)
+        s = 3**0.5 * self.config.n_embd**-0.5  # uniform with the std of N(0, 1/n_embd)
         uniform = lambda a: mx.random.uniform(-s, s, a.shape)
-        self.transformer["wte"].weight = mx.random.normal(self.transformer["wte"].weight.shape)
+        self.transformer.wte.weight = mx.random.normal(self.transformer.wte.weight.shape)
         self.lm_head.weight = 0.001 * mx.random.normal(self.lm_head.weight.shape)
-        for block in self.transformer["h"]:
-            attn, mlp = block.attn, block.mlp
-            for m in (attn.c_q, attn.c_k, attn.c_v, mlp.c_fc):
-                m.weight = uniform(m.weight)
-            # Output projections start at zero: each block begins as the identity.
-            attn.c_proj.weight = mx.zeros_like(attn.c_proj.weight)
-            mlp.c_proj.weight = mx.zeros_like(mlp.c_proj.weight)
-            if attn.ve_gate is not None:
-                attn.ve_gate.weight = mx.zeros_like(attn.ve_gate.weight)
-        for ve in self.value_embeds.values():
-            ve.weight = uniform(ve.weight)
+        for block in self.transformer.h:
+            for lin in (block.attn.c_q, block.attn.c_k, block.attn.c_v, block.mlp.c_fc):
+                lin.weight = uniform(lin.weight)
+            # Zero output projections: every block starts as the identity.
+            block.attn.c_proj.weight = mx.zeros_like(block.attn.c_proj.weight)
+            block.mlp.c_proj.weight = mx.zeros_like(block.mlp.c_proj.weight)
+            if block.attn.ve_gate is not None:
+                block.attn.ve_gate.weight = mx.zeros_like(block.attn.ve_gate.weight)
         self.resid_lambdas = mx.ones((self.config.n_layer,))
         self.x0_lambdas = mx.full((self.config.n_layer,), 0.1)
+        for ve in self.value_embeds.values():
+            ve.weight = uniform(ve.weight)
 
     def num_params(self):
         return sum(p.size for _, p in tree_flatten(self.parameters()))
 
     def estimate_flops(self):
-        """Training FLOPs per token (upstream's estimate): 6 per matmul weight, plus attention's scores and values."""
-        excluded = ("transformer.wte.", "value_embeds.", "resid_lambdas", "x0_lambdas")
-        n = sum(p.size for k, p in tree_flatten(self.parameters()) if not k.startswith(excluded))
+        """Training FLOPs per token (upstream's count): 6 per matmul weight, plus attention's score and value
+        products over min(window, T) keys."""
+        excluded = self.transformer.wte.weight.size + self.resid_lambdas.size + self.x0_lambdas.size
+        excluded += sum(ve.weight.size for ve in self.value_embeds.values())
         h, q, t = self.config.n_head, self.config.n_embd // self.config.n_head, self.config.sequence_len
-        return 6 * n + sum(12 * h * q * min(w, t) for w in self._window_sizes)
+        attn = sum(12 * h * q * min(w, t) for w in self._window_sizes)
+        return 6 * (self.num_params() - excluded) + attn
+
+    def window_masks(self, seq_len):
+        """Per-layer masks for sequences of seq_len: "causal", or the full-length window mask sliced."""
+        return [
+            self._masks[str(w)][:seq_len, :seq_len] if w < seq_len - 1 else "causal"
+            for w in self._window_sizes
+        ]
 
     def __call__(self, idx, targets=None, reduction="mean"):
         T = idx.shape[1]
-        cos, sin = self._cos[:T].astype(COMPUTE_DTYPE), self._sin[:T].astype(COMPUTE_DTYPE)
-        x = norm(self.transformer["wte"](idx).astype(COMPUTE_DTYPE))
+        masks = self.window_masks(T)
+        # (1, T, 1, head_dim/2): broadcasts over (B, T, H, head_dim/2)
+        cos = self._cos[None, :T, None, :].astype(COMPUTE_DTYPE)
+        sin = self._sin[None, :T, None, :].astype(COMPUTE_DTYPE)
+        x = norm(self.transformer.wte(idx).astype(COMPUTE_DTYPE))
         x0 = x
-        # Cast the scalars too: a float32 array times a bf16 one would promote the residual stream to float32.
-        resid, x0_lam = self.resid_lambdas.astype(x.dtype), self.x0_lambdas.astype(x.dtype)
-        for i, block in enumerate(self.transformer["h"]):
-            x = resid[i] * x + x0_lam[i] * x0
+        # Cast the lambdas too: MLX promotes a float32 array times a bf16 one, residual stream and all, to float32.
+        resid_lambdas, x0_lambdas = self.resid_lambdas.astype(x.dtype), self.x0_lambdas.astype(x.dtype)
+        for i, block in enumerate(self.transformer.h):
+            x = resid_lambdas[i] * x + x0_lambdas[i] * x0
             ve = self.value_embeds[str(i)](idx).astype(x.dtype) if str(i) in self.value_embeds else None
-            x = block(x, ve, cos, sin, self._mask(i, T))
+            x = block(x, ve, cos, sin, masks[i])
         x = norm(x)
         logits = self.lm_head(x).astype(mx.float32)
         if targets is None:
@@ -226,10 +254,10 @@ class GPT(nn.Module):
 
 @mx.custom_function
 def softcap_cross_entropy(logits, targets):
-    """Per-token cross-entropy (float32) of SOFTCAP * tanh(logits / SOFTCAP), with a hand-written backward.
-    Returns (loss, t, e, s): t = tanh(logits / SOFTCAP), e = exp(SOFTCAP * t) and s = sum(e) are kept for the
+    """Per-token cross-entropy of SOFTCAP * tanh(logits / SOFTCAP), in float32, with a hand-written backward.
+    Returns (loss, t, e, s): t = tanh(logits / SOFTCAP), e = exp(SOFTCAP * t) and s = sum(e) are saved for the
     backward, which then needs no transcendental at all (autodiff recomputes tanh and exp: on a CPU, where they
-    dominate a step, twice the time)."""
+    dominate a step, twice the time). The torch twin saves less and recomputes: GPU memory binds there."""
     t = mb.tanh(logits / SOFTCAP)  # mx.tanh, or on the CPU a 4x faster drop-in (see the backend)
     e = mb.exp(SOFTCAP * t, bounded=True)  # |SOFTCAP * t| <= SOFTCAP: no max subtraction, sum(e) fits float32
     s = mx.sum(e, axis=-1, keepdims=True)
@@ -247,9 +275,9 @@ def _softcap_cross_entropy_vjp(primals, cotangents, outputs):
     return dlogits, mx.zeros_like(targets)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------
 # Optimizer (Muon + AdamW)
-# ---------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------
 
 # Polar Express (Amsel et al. 2025): per-step (a, b, c) of X <- a X + b (X X^T) X + c (X X^T)^2 X, tuned for 5 steps.
 POLAR_EXPRESS_COEFFS = [
@@ -262,7 +290,7 @@ POLAR_EXPRESS_COEFFS = [
 
 
 def polar_express(G, steps=5):
-    """Approximately orthogonalise each matrix of a stack (K, R, C): U V^T of its SVD. Always float32 (bf16
+    """Approximately orthogonalise each matrix of a stack (K, R, C): U V^T of its SVD. Always in float32 (bf16
     iterations gave NaNs in a community MLX port)."""
     X = G.astype(mx.float32)
     # Frobenius norm summed in two stages (rows, then columns): one float32 sum over all R*C elements is off by
@@ -280,8 +308,9 @@ def polar_express(G, steps=5):
 
 
 def muon_step(params, grads, momentum_buffer, second_momentum_buffer, momentum, lr, wd, beta2, ns_steps):
-    """One Muon step on a stack of same-shape matrices (K, R, C). Returns (params, momentum_buffer,
-    second_momentum_buffer); the second moment is (K, R, 1) if R >= C else (K, 1, C)."""
+    """One Muon step on a stack of same-shape matrices (K, R, C), returned as (params, momentum_buffer,
+    second_momentum_buffer); the second moment is (K, R, 1) if R >= C else (K, 1, C). momentum, lr and wd are
+    arrays: a compiled step never retraces for them."""
     R, C = params.shape[-2:]
     # Nesterov momentum
     momentum_buffer = momentum_buffer + (1 - momentum) * (grads - momentum_buffer)
@@ -304,7 +333,7 @@ def muon_step(params, grads, momentum_buffer, second_momentum_buffer, momentum, 
 
 
 def adamw_step(p, g, m, v, step, lr, beta1, beta2, eps, wd):
-    """One AdamW step (bias-corrected, decoupled weight decay). Returns (p, m, v)."""
+    """One AdamW step (bias-corrected, decoupled weight decay), returned as (p, m, v); step and lr are arrays."""
     p = p * (1 - lr * wd)
     m = m + (1 - beta1) * (g - m)
     v = v + (1 - beta2) * (g * g - v)
@@ -317,30 +346,29 @@ def adamw_step(p, g, m, v, step, lr, beta1, beta2, eps, wd):
 class MuonAdamW:
     """Muon for the blocks' matrices (one stacked group per shape), AdamW for the rest.
 
-    Groups name their parameters (canonical names). Everything that changes during training, moment buffers and
-    the step count, lr multiplier, Muon momentum and weight decay alike, is an mx.array in `self.state`, so a
-    compiled step reads fresh values on every call instead of freezing Python floats at trace time."""
+    Groups name their parameters (canonical names). The per-step values (lr multiplier, Muon momentum and weight
+    decay, the step count) live in `self.state` as arrays, beside the moment buffers: the compiled step takes and
+    returns that state, so it reads fresh values on every call, never Python floats frozen at trace time."""
 
     def __init__(self, model, param_groups):
         self.param_groups = param_groups
         params = dict(tree_flatten(model.parameters()))
-        muon = [g for g in param_groups if g["kind"] == "muon"]
         self.state = {
-            "step": mx.array(0.0),  # AdamW bias correction
+            "step": mx.array(0.0),
             "lr_multiplier": mx.array(1.0),
-            "muon_momentum": mx.array(muon[0]["momentum"] if muon else 0.0),
-            "muon_weight_decay": mx.array(muon[0]["weight_decay"] if muon else 0.0),
+            "muon_momentum": mx.array(0.95),
+            "muon_weight_decay": mx.array(0.0),
             "adamw": {},
             "muon": [],
         }
         for group in param_groups:
             if group["kind"] == "adamw":
                 for name in group["names"]:
-                    shape = params[name].shape
-                    self.state["adamw"][name] = {"m": mx.zeros(shape), "v": mx.zeros(shape)}
+                    p = params[name]
+                    self.state["adamw"][name] = {"m": mx.zeros_like(p), "v": mx.zeros_like(p)}
             else:
-                R, C = params[group["names"][0]].shape
-                K = len(group["names"])
+                p = params[group["names"][0]]
+                (R, C), K = p.shape, len(group["names"])
                 self.state["muon"].append(
                     {
                         "momentum_buffer": mx.zeros((K, R, C)),
@@ -349,16 +377,15 @@ class MuonAdamW:
                 )
 
     def set_schedule(self, lr_multiplier, muon_momentum, muon_weight_decay):
-        """This step's schedule values, as arrays (inputs to the compiled step)."""
         self.state["lr_multiplier"] = mx.array(lr_multiplier, dtype=mx.float32)
         self.state["muon_momentum"] = mx.array(muon_momentum, dtype=mx.float32)
         self.state["muon_weight_decay"] = mx.array(muon_weight_decay, dtype=mx.float32)
 
     def update(self, model, grads):
-        """Apply one step. grads: {canonical name: float32 array}. Writes the new weights into the model."""
+        """Apply one update from grads ({canonical name: float32 array}); writes the new weights into the model."""
         s = self.state
         params = dict(tree_flatten(model.parameters()))
-        step = s["step"] + 1
+        s["step"] = s["step"] + 1
         new = {}
         muon_index = 0
         for group in self.param_groups:
@@ -368,11 +395,10 @@ class MuonAdamW:
                 beta1, beta2 = group["betas"]
                 for name in names:
                     st = s["adamw"][name]
-                    p, st["m"], st["v"] = adamw_step(
-                        params[name], grads[name], st["m"], st["v"], step, lr, beta1, beta2, group["eps"],
+                    new[name], st["m"], st["v"] = adamw_step(
+                        params[name], grads[name], st["m"], st["v"], s["step"], lr, beta1, beta2, group["eps"],
                         group["weight_decay"],
                     )  # fmt: skip
-                    new[name] = p
             else:
                 st = s["muon"][muon_index]
                 muon_index += 1
@@ -382,16 +408,23 @@ class MuonAdamW:
                     s["muon_weight_decay"], group["beta2"], group["ns_steps"],
                 )  # fmt: skip
                 new.update((n, stacked[k]) for k, n in enumerate(names))
-        s["step"] = step
         # Rebuild the parameter tree by path (tree_unflatten would turn value_embeds' "1" key into a list index).
         model.update(tree_map_with_path(lambda name, p: new[name], model.parameters()))
 
+    def reset(self):
+        """Back to a fresh optimizer: zeros for every state array, in the same `self.state` dict, which the compiled
+        step holds as its inputs and outputs (a new dict would leave it reading and updating the old one)."""
+        for st in [*self.state["adamw"].values(), *self.state["muon"]]:
+            for k in st:
+                st[k] = mx.zeros_like(st[k])
+        self.state["step"] = mx.array(0.0)
 
-# ---------------------------------------------------------------------------------------------------------------------
+
+# ---------------------------------------------------------------------------------------------------------------
 # Hyperparameters (edit these directly, no CLI flags)
-# ---------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------
 
-PROFILE = get_profile()  # $AUTORESEARCH_PROFILE (the harness sets it); profiles never compare
+PROFILE = get_profile()  # $AUTORESEARCH_PROFILE (the harness sets it); different profiles never compare
 MAX_SEQ_LEN = PROFILE.max_seq_len  # context length T (fixed by the profile)
 TIME_BUDGET = PROFILE.time_budget  # seconds of training steps (fixed by the profile)
 EVAL_TOKENS = PROFILE.eval_tokens  # val set size (fixed by the profile)
@@ -410,17 +443,18 @@ MATRIX_LR = 0.04  # Muon lr of the blocks' matrices
 SCALAR_LR = 0.5  # AdamW lr of x0_lambdas (resid_lambdas get 1/100 of it)
 WEIGHT_DECAY = 0.2  # Muon's cautious weight decay, decayed linearly to 0
 ADAM_BETAS = (0.8, 0.95)  # AdamW betas
-WARMUP_RATIO = 0.0  # fraction of the budget warming the lr up
-WARMDOWN_RATIO = 0.5  # fraction of the budget decaying the lr to FINAL_LR_FRAC
+WARMUP_RATIO = 0.0  # fraction of the run warming the lr up
+WARMDOWN_RATIO = 0.5  # fraction of the run decaying the lr to FINAL_LR_FRAC
 FINAL_LR_FRAC = 0.0  # final lr as a fraction of the initial
 
 # Model size
 DEPTH = PROFILE.depth  # number of layers: the one size dial
 
 SEED = 42  # weights and data order
-EVAL_BATCH_SIZE = DEVICE_BATCH_SIZE  # val rows per evaluation batch (the backend splits them to bound memory)
-COMPILE = True  # mx.compile the whole optimizer step
-COMPILE_STEPS = 1  # first steps timed as compile (trace + kernel builds), not counted against the budget
+EVAL_BATCH_SIZE = DEVICE_BATCH_SIZE  # val rows per eval batch (the backend splits them to bound memory)
+COMPILE = True  # mx.compile the whole training step (micro-batches and optimizer) into one graph
+COMPILE_STEPS = 2  # first steps, thrown away, that compile and warm up (compile_seconds)
+CALIBRATION_STEPS = 10  # next steps, thrown away, whose mean time fixes the step count (calibration_seconds)
 
 
 def get_lr_multiplier(progress):
@@ -453,8 +487,8 @@ def setup_optimizer(model, unembedding_lr, embedding_lr, matrix_lr, weight_decay
         return dict(kind="adamw", names=names, lr=lr, betas=betas, eps=1e-10, weight_decay=0.0)
 
     def muon(names):
-        kw = dict(lr=matrix_lr, momentum=0.95, ns_steps=5, beta2=0.95, weight_decay=weight_decay)
-        return dict(kind="muon", names=names, **kw)
+        hp = dict(lr=matrix_lr, momentum=0.95, ns_steps=5, beta2=0.95, weight_decay=weight_decay)
+        return dict(kind="muon", names=names, **hp)
 
     groups = [
         adamw(["lm_head.weight"], unembedding_lr * scale),
@@ -472,9 +506,9 @@ def setup_optimizer(model, unembedding_lr, embedding_lr, matrix_lr, weight_decay
 
 
 def make_train_step(model, optimizer, compiled=True):
-    """step(x, y) -> mean loss: gradients over the micro-batches x[i], y[i] (x, y: (accum, B, T)), averaged, then
-    one optimizer update. Compiled, the whole step is one graph whose inputs and outputs are the model, the
-    optimizer state and the RNG state (mlx-examples style)."""
+    """step(x, y) -> mean loss: gradients over the micro-batches x[i], y[i] (x, y: (accum, B, T) arrays), averaged,
+    then one optimizer update. Compiled, the whole step is one graph whose inputs and outputs are the model, the
+    optimizer state and the RNG state (mlx-examples style); the caller evaluates them (mx.eval) once per step."""
     loss_and_grad = nn.value_and_grad(model, lambda x, y: model(x, y))
 
     def step(x, y):
@@ -498,8 +532,9 @@ def main():
     # -----------------------------------------------------------------------------------------------------------------
     # Setup
     # -----------------------------------------------------------------------------------------------------------------
-    mb.setup()
+    mb.setup()  # prints the device and why
     device = mb.device_name()
+    compiled = COMPILE
     mx.random.seed(SEED)
     data = PreparedData.open()
     val_rows = data.val_rows(MAX_SEQ_LEN, EVAL_TOKENS)
@@ -524,11 +559,10 @@ def main():
         model, unembedding_lr=UNEMBEDDING_LR, embedding_lr=EMBEDDING_LR, matrix_lr=MATRIX_LR,
         weight_decay=WEIGHT_DECAY, adam_betas=ADAM_BETAS, scalar_lr=SCALAR_LR,
     )  # fmt: skip
-    train_step = make_train_step(model, optimizer, compiled=COMPILE)
-    state = [model.state, optimizer.state]
-    loader = data.train_batches(DEVICE_BATCH_SIZE, MAX_SEQ_LEN, seed=SEED)
+    train_step = make_train_step(model, optimizer, compiled=compiled)
+    state = [model.state, optimizer.state]  # what each step's mx.eval computes
 
-    def next_batch():
+    def next_batch(loader):
         xs, ys, epoch = [], [], 1
         for _ in range(grad_accum_steps):
             x, y, epoch = next(loader)
@@ -536,7 +570,6 @@ def main():
             ys.append(y)
         return mb.to_array(np.stack(xs)), mb.to_array(np.stack(ys)), epoch
 
-    x, y, epoch = next_batch()
     print(f"profile {PROFILE.name}: {PROFILE.description}; data {data.name} ({data.dir})")
     print(f"model {asdict(config)}: {num_params / 1e6:.2f}M params, {flops_per_token:.3e} FLOPs/token")
     print(
@@ -545,57 +578,116 @@ def main():
     startup_seconds = time.time() - T_START  # from before `import mlx`
 
     # -----------------------------------------------------------------------------------------------------------------
-    # Training loop
+    # Time accounting
     # -----------------------------------------------------------------------------------------------------------------
-    gc.collect()
-    gc.freeze()  # no collector pauses mid-run
-    gc.disable()
-    step, training_seconds, compile_seconds, smooth_loss = 0, 0.0, 0.0, 0.0
-    while True:
-        progress = min(training_seconds / TIME_BUDGET, 1.0)
-        lrm = get_lr_multiplier(progress)
-        optimizer.set_schedule(lrm, get_muon_momentum(step), get_weight_decay(progress))
-        t0 = time.time()
+    # A wall-clock budget makes reruns disagree: throughput jitter changes the step count and, through
+    # progress = seconds / budget, the whole lr and weight-decay schedule (upstream's reruns spread by ~0.05 bpb).
+    # So the step count is fixed before training: COMPILE_STEPS compile, CALIBRATION_STEPS are timed, and
+    # num_steps = round(TIME_BUDGET / their mean step time). Weights and optimizer state are then reset and the
+    # loader restarts from its seed, so the run trains exactly num_steps steps with progress = step / num_steps on
+    # the same data as any rerun; reruns differ only by the calibration's jitter (a step or two in hundreds) and
+    # nondeterministic GPU kernels. Every step that shapes the final model is timed as training; the thrown-away
+    # steps are reported as compile_seconds and calibration_seconds. A slower change still gets fewer steps.
+    initial = model.parameters()  # a copy: steps replace the model's arrays, never change them (immutable)
+    loader = data.train_batches(DEVICE_BATCH_SIZE, MAX_SEQ_LEN, seed=SEED)
+    t0 = time.time()
+    for i in range(COMPILE_STEPS + CALIBRATION_STEPS):
+        if i == COMPILE_STEPS:
+            mb.sync()
+            compile_seconds, t0 = time.time() - t0, time.time()
+        optimizer.set_schedule(get_lr_multiplier(0.0), get_muon_momentum(i), get_weight_decay(0.0))
+        x, y, _ = next_batch(loader)
         loss = train_step(x, y)
         mx.eval(loss, state)  # the one sync point per step
-        x, y, next_epoch = next_batch()
-        dt = time.time() - t0
+    loss_f = loss.item()
+    calibration_seconds = time.time() - t0
+    loader.close()
+    if math.isnan(loss_f) or loss_f > 100:
+        print(f"FAIL: loss {loss_f} during calibration", flush=True)
+        sys.exit(1)
+    num_steps = max(1, round(TIME_BUDGET * CALIBRATION_STEPS / calibration_seconds))
+    model.update(initial)
+    optimizer.reset()
+    del initial
+    print(
+        f"compile {compile_seconds:.1f}s ({COMPILE_STEPS} steps); calibration "
+        f"{calibration_seconds / CALIBRATION_STEPS * 1e3:.0f} ms/step over {CALIBRATION_STEPS} steps -> {num_steps} "
+        f"steps for {TIME_BUDGET:g}s",
+        flush=True,
+    )
 
-        loss_f = loss.item()
+    # -----------------------------------------------------------------------------------------------------------------
+    # Training loop
+    # -----------------------------------------------------------------------------------------------------------------
+    loader = data.train_batches(DEVICE_BATCH_SIZE, MAX_SEQ_LEN, seed=SEED)
+    x, y, epoch = next_batch(loader)
+    gc.collect()
+    gc.freeze()  # no collector pauses mid-run (upstream: ~500 ms each)
+    gc.disable()
+    smooth_loss, pending, next_epoch = 0.0, None, epoch
+    mb.sync()
+    t_train = time.time()
+    last = time.time()
+
+    def report(step, progress, lrm, epoch, read, start, end, smooth_loss):
+        loss_f = read()  # already computed: mx.eval waited for the step
+        dt = end - start  # wall time from the previous step's sync to this one's
+        now = time.time()
         if math.isnan(loss_f) or loss_f > 100:
             print(f"FAIL: loss {loss_f} at step {step}", flush=True)
             sys.exit(1)
-        if step < COMPILE_STEPS:
-            compile_seconds += dt
-        else:
-            training_seconds += dt
         smooth_loss = 0.9 * smooth_loss + 0.1 * loss_f
         tok_s = TOTAL_BATCH_SIZE / dt
         mfu = mfu_percent(flops_per_token, tok_s, device)
+        remaining = (num_steps - step - 1) * (now - t_train) / (step + 1)
         print(
             f"step {step:05d} ({100 * progress:.1f}%) | loss {smooth_loss / (1 - 0.9 ** (step + 1)):.6f} | "
             f"lrm {lrm:.2f} | dt {dt * 1000:.0f}ms | tok/s {tok_s:,.0f} | mfu {'-' if mfu is None else f'{mfu:.1f}%'} | "
-            f"epoch {epoch} | remaining {max(0.0, TIME_BUDGET - training_seconds):.0f}s",
+            f"epoch {epoch} | remaining {remaining:.0f}s",
             flush=True,
         )
-        step, epoch = step + 1, next_epoch
-        if step > COMPILE_STEPS and training_seconds >= TIME_BUDGET:
+        return smooth_loss
+
+    step = 0
+    for step in range(num_steps):
+        progress = step / num_steps
+        lrm = get_lr_multiplier(progress)
+        optimizer.set_schedule(lrm, get_muon_momentum(step), get_weight_decay(progress))
+        loss = train_step(x, y)
+        mx.eval(loss, state)  # the one sync point per step
+        read, end = loss.item, time.time()
+        if step + 1 < num_steps:
+            x, y, next_epoch = next_batch(loader)
+        if pending is not None:
+            smooth_loss = report(*pending, smooth_loss)  # the step before, reported as in the torch twin
+        pending, epoch, last = (step, progress, lrm, epoch, read, last, end), next_epoch, end
+        if time.time() - t_train > 2 * TIME_BUDGET:
+            print(
+                f"warning: stopping at step {step}: twice the {TIME_BUDGET:g}s budget has passed", flush=True
+            )
             break
+    report(*pending, smooth_loss)
+    mb.sync()
+    training_seconds = time.time() - t_train
+    num_steps = step + 1
+    loader.close()
     gc.enable()
-    print(f"startup {startup_seconds:.1f}s, compile {compile_seconds:.1f}s, training {training_seconds:.1f}s")
+    print(
+        f"startup {startup_seconds:.1f}s, compile {compile_seconds:.1f}s, "
+        f"calibration {calibration_seconds:.1f}s, training {training_seconds:.1f}s"
+    )
 
     # -----------------------------------------------------------------------------------------------------------------
     # Final eval + summary
     # -----------------------------------------------------------------------------------------------------------------
     t_eval = time.time()
-    val_bpb = evaluate_bpb(
-        mb.make_loss_fn(model, EVAL_BATCH_SIZE), val_rows, EVAL_BATCH_SIZE, data.token_bytes
-    )
+    loss_fn = mb.make_loss_fn(model, EVAL_BATCH_SIZE)
+    val_bpb = evaluate_bpb(loss_fn, val_rows, EVAL_BATCH_SIZE, data.token_bytes)
     eval_seconds = time.time() - t_eval
     eval_tokens = val_rows.shape[0] * MAX_SEQ_LEN
     print(f"eval {eval_tokens:,} tokens in {eval_seconds:.1f}s ({eval_tokens / eval_seconds:,.0f} tok/s)")
 
-    tokens_per_second = (step - COMPILE_STEPS) * TOTAL_BATCH_SIZE / training_seconds
+    tokens_per_second = num_steps * TOTAL_BATCH_SIZE / training_seconds
     print_summary(
         {
             "val_bpb": val_bpb,
@@ -603,8 +695,8 @@ def main():
             "total_seconds": time.time() - T_START,
             "peak_vram_mb": mb.peak_memory_mb(),
             "mfu_percent": mfu_percent(flops_per_token, tokens_per_second, device),
-            "total_tokens_M": step * TOTAL_BATCH_SIZE / 1e6,
-            "num_steps": step,
+            "total_tokens_M": num_steps * TOTAL_BATCH_SIZE / 1e6,
+            "num_steps": num_steps,
             "num_params_M": num_params / 1e6,
             "depth": DEPTH,
             "backend": "mlx",
@@ -612,6 +704,7 @@ def main():
             "profile": PROFILE.name,
             "startup_seconds": round(startup_seconds, 2),
             "compile_seconds": round(compile_seconds, 2),
+            "calibration_seconds": round(calibration_seconds, 2),
             "eval_seconds": round(eval_seconds, 2),
             "tokens_per_second": round(tokens_per_second, 1),
             "dataset": data.name,

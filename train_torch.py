@@ -156,7 +156,7 @@ class GPT(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.config = config
-        self.window_sizes = self._compute_window_sizes(config)
+        self._window_sizes = self._compute_window_sizes(config)
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
@@ -230,15 +230,15 @@ class GPT(nn.Module):
         excluded = self.transformer.wte.weight.numel() + self.resid_lambdas.numel() + self.x0_lambdas.numel()
         excluded += sum(ve.weight.numel() for ve in self.value_embeds.values())
         h, q, t = self.config.n_head, self.config.n_embd // self.config.n_head, self.config.sequence_len
-        attn = sum(12 * h * q * min(w, t) for w in self.window_sizes)
+        attn = sum(12 * h * q * min(w, t) for w in self._window_sizes)
         return 6 * (self.num_params() - excluded) + attn
 
     def window_masks(self, seq_len, device):
         """Per-layer masks, built once per (T, device, kernel) outside the compiled region and cached."""
         key = (seq_len, str(device), self.use_flex)
         if key not in self._masks:
-            built = {w: window_mask(seq_len, w, device, self.use_flex) for w in set(self.window_sizes)}
-            self._masks[key] = [built[w] for w in self.window_sizes]
+            built = {w: window_mask(seq_len, w, device, self.use_flex) for w in set(self._window_sizes)}
+            self._masks[key] = [built[w] for w in self._window_sizes]
         return self._masks[key]
 
     def forward(self, idx, targets=None, reduction="mean"):
@@ -266,7 +266,8 @@ class SoftcapCrossEntropy(torch.autograd.Function):
     """Per-token cross-entropy of SOFTCAP * tanh(logits / SOFTCAP), computed in float32 from logits in the compute
     dtype: the same function as `F.cross_entropy(SOFTCAP * tanh(logits.float() / SOFTCAP))`, but it saves only
     those logits and one logsumexp per row and recomputes the rest in backward. Plain autograd keeps the float32
-    soft-capped logits instead (8.6 GB per 128 x 2048 micro-batch at vocab 8192) and reads them back."""
+    soft-capped logits instead (8.6 GB per 128 x 2048 micro-batch at vocab 8192) and reads them back. The MLX twin
+    saves tanh and exp instead and recomputes nothing: CPU time binds there."""
 
     @staticmethod
     def forward(ctx, logits, targets):
@@ -410,17 +411,8 @@ class MuonAdamW:
                 for name in names:
                     p, st = self.params[name], self.state["adamw"][name]
                     self._adamw(
-                        p,
-                        p.grad,
-                        st["m"],
-                        st["v"],
-                        t["step"],
-                        t["lr"],
-                        t["beta1"],
-                        t["beta2"],
-                        t["eps"],
-                        t["wd"],
-                    )
+                        p, p.grad, st["m"], st["v"], t["step"], t["lr"], t["beta1"], t["beta2"], t["eps"], t["wd"],
+                    )  # fmt: skip
             else:
                 st = self.state["muon"][muon_index]
                 muon_index += 1
@@ -464,9 +456,7 @@ WINDOW_PATTERN = "SSSL"  # per-layer attention window, cycled: L = full context,
 
 # Optimization
 TOTAL_BATCH_SIZE = PROFILE.total_batch_size  # tokens per optimizer step
-DEVICE_BATCH_SIZE = (
-    PROFILE.device_batch_size
-)  # rows per micro-batch (gradient accumulation makes up the rest)
+DEVICE_BATCH_SIZE = PROFILE.device_batch_size  # rows per micro-batch (accumulation makes up the rest)
 EMBEDDING_LR = 0.6  # AdamW lr of wte and value_embeds (scaled by 1/sqrt(d/768))
 UNEMBEDDING_LR = 0.004  # AdamW lr of lm_head (scaled by 1/sqrt(d/768))
 MATRIX_LR = 0.04  # Muon lr of the blocks' matrices
@@ -481,11 +471,9 @@ FINAL_LR_FRAC = 0.0  # final lr as a fraction of the initial
 DEPTH = PROFILE.depth  # number of layers: the one size dial
 
 SEED = 42  # weights and data order
-EVAL_BATCH_SIZE = (
-    DEVICE_BATCH_SIZE  # val rows per evaluation batch (= the training shape: eval reuses its graph)
-)
+EVAL_BATCH_SIZE = DEVICE_BATCH_SIZE  # val rows per eval batch (the training shape: eval reuses its graph)
 COMPILE = True  # torch.compile the model and the optimizer steps (CUDA with Triton only; elsewhere eager)
-COMPILE_STEPS = 2  # first steps, thrown away, that compile and autotune (compile_seconds)
+COMPILE_STEPS = 2  # first steps, thrown away, that compile and warm up (compile_seconds)
 CALIBRATION_STEPS = 10  # next steps, thrown away, whose mean time fixes the step count (calibration_seconds)
 
 
@@ -518,6 +506,10 @@ def setup_optimizer(model, unembedding_lr, embedding_lr, matrix_lr, weight_decay
     def adamw(names, lr, betas=adam_betas):
         return dict(kind="adamw", names=names, lr=lr, betas=betas, eps=1e-10, weight_decay=0.0)
 
+    def muon(names):
+        hp = dict(lr=matrix_lr, momentum=0.95, ns_steps=5, beta2=0.95, weight_decay=weight_decay)
+        return dict(kind="muon", names=names, **hp)
+
     groups = [
         adamw(["lm_head.weight"], unembedding_lr * scale),
         adamw(["transformer.wte.weight"], embedding_lr * scale),
@@ -525,19 +517,8 @@ def setup_optimizer(model, unembedding_lr, embedding_lr, matrix_lr, weight_decay
         adamw(["resid_lambdas"], scalar_lr * 0.01),
         adamw(["x0_lambdas"], scalar_lr, betas=(0.96, 0.95)),
     ]
-    for shape in sorted({params[k].shape for k in matrices}):
-        names = [k for k in matrices if params[k].shape == shape]
-        groups.append(
-            dict(
-                kind="muon",
-                names=names,
-                lr=matrix_lr,
-                momentum=0.95,
-                ns_steps=5,
-                beta2=0.95,
-                weight_decay=weight_decay,
-            )
-        )
+    for shape in sorted({params[k].shape for k in matrices}):  # Muon stacks same-shape matrices
+        groups.append(muon([k for k in matrices if params[k].shape == shape]))
     groups = [g for g in groups if g["names"]]
     grouped = [n for g in groups for n in g["names"]]
     assert sorted(grouped) == sorted(params), "every parameter must be in exactly one optimizer group"
@@ -632,8 +613,8 @@ def main():
     # num_steps = round(TIME_BUDGET / their mean step time). Weights and optimizer state are then reset and the
     # loader restarts from its seed, so the run trains exactly num_steps steps with progress = step / num_steps on
     # the same data as any rerun; reruns differ only by the calibration's jitter (a step or two in hundreds) and
-    # GPU rounding. Every step that shapes the final model is timed as training; the thrown-away steps are
-    # reported as compile_seconds and calibration_seconds. A slower change still gets fewer steps, as it should.
+    # nondeterministic GPU kernels. Every step that shapes the final model is timed as training; the thrown-away
+    # steps are reported as compile_seconds and calibration_seconds. A slower change still gets fewer steps.
     initial = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}  # kept on the host
     loader = data.train_batches(DEVICE_BATCH_SIZE, MAX_SEQ_LEN, seed=SEED)
     t0 = time.time()

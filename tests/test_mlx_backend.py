@@ -1,6 +1,7 @@
 """train_mlx.py and backends/mlx_backend.py on the CPU: an end-to-end CI run on the demo corpus, the optimizer
 against float64 numpy references written here from docs/twins.md, Polar Express, compiled vs eager steps,
-schedules after compilation, bf16 dtypes, window masks and weight I/O under the canonical names.
+schedules after compilation, the calibration reset, bf16 dtypes, window masks and weight I/O under the canonical
+names.
 
     pytest tests/test_mlx_backend.py
 """
@@ -139,11 +140,17 @@ def test_ci_run_prints_a_parseable_summary(ci_run):
     s = parse_summary(ci_run)
     assert np.isfinite(s["val_bpb"]) and s["val_bpb"] > 0
     assert s["backend"] == "mlx" and s["profile"] == "ci" and s["depth"] == 2
-    assert s["num_steps"] >= 2 and s["training_seconds"] >= 6.0
+    assert s["num_steps"] >= 2 and s["training_seconds"] > 0
     assert s["mfu_percent"] is None  # a CPU has no known bf16 peak
-    for key in ("startup_seconds", "compile_seconds", "eval_seconds", "tokens_per_second", "peak_vram_mb"):
+    keys = ("startup_seconds", "compile_seconds", "calibration_seconds", "eval_seconds", "tokens_per_second")
+    for key in (*keys, "peak_vram_mb"):
         assert s[key] > 0, key
-    assert s["total_seconds"] >= s["training_seconds"] + s["compile_seconds"]
+    assert s["total_seconds"] >= s["training_seconds"] + s["compile_seconds"] + s["calibration_seconds"]
+    # The step count was fixed by the calibration, and the loop ran exactly that many steps.
+    m = re.search(r"^compile .* over \d+ steps -> (\d+) steps for 6s$", ci_run, re.M)
+    assert m and int(m.group(1)) == s["num_steps"], ci_run[:2000]
+    steps = [int(k) for k in re.findall(r"^step (\d+) ", ci_run, re.M)]
+    assert steps == list(range(s["num_steps"]))
 
 
 @pytest.mark.slow
@@ -336,6 +343,45 @@ def test_schedules_reach_the_compiled_step(tm, mb):
     assert all(not np.allclose(deltas[0][n], deltas[1][n]) for n in muon)
 
 
+def test_calibration_reset_gives_a_fresh_run(tm):
+    # main() trains throwaway calibration steps through the compiled step, then restores the weights and resets the
+    # optimizer: the real run, through that same compiled step, must then be exactly the run a fresh model and
+    # optimizer would make. The compiled step holds the optimizer's state containers, so the reset must refill
+    # them rather than replace them.
+    def fresh():
+        model = tiny_model(tm, seed=3)
+        opt = new_optimizer(tm, model)
+        return model, opt, tm.make_train_step(model, opt, compiled=True)
+
+    data = batches(4, seed=1)
+    a, opt_a, step_a = fresh()
+    initial = a.parameters()
+    before = params_np(a)
+    for i, (x, y) in enumerate(data):  # calibration: a different schedule, and state built up
+        opt_a.set_schedule(1.0, tm.get_muon_momentum(i), tm.get_weight_decay(0.0))
+        mx.eval(step_a(x, y), a.state, opt_a.state)
+    assert all(not np.array_equal(v, before[k]) for k, v in params_np(a).items())
+    assert all(np.array_equal(np.array(v), before[k]) for k, v in tree_flatten(initial))  # the kept copy
+    a.update(initial)
+    opt_a.reset()
+    b, opt_b, step_b = fresh()
+    for i, (x, y) in enumerate(data[:2]):
+        losses = []
+        for model, opt, step in ((a, opt_a, step_a), (b, opt_b, step_b)):
+            opt.set_schedule(1.0 - 0.3 * i, tm.get_muon_momentum(i), tm.get_weight_decay(0.3 * i))
+            loss = step(x, y)
+            mx.eval(loss, model.state, opt.state)
+            losses.append(loss.item())
+        assert losses[0] == losses[1], (i, losses)
+    pa, pb = params_np(a), params_np(b)
+    for k in pb:
+        np.testing.assert_array_equal(pa[k], pb[k], err_msg=k)
+    sa, sb = dict(tree_flatten(opt_a.state)), dict(tree_flatten(opt_b.state))
+    assert sa.keys() == sb.keys()
+    for k in sb:
+        np.testing.assert_array_equal(np.array(sa[k]), np.array(sb[k]), err_msg=k)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Model: parameters, dtypes, windows
 
@@ -402,8 +448,9 @@ def test_window_masks_attend_to_w_plus_one_keys(tm):
     T = 16
     model = tiny_model(tm, n_layer=4, seq=T)  # SSSL -> S S S L
     assert model._window_sizes == [8, 8, 8, 16]
-    assert model._mask(3, T) == "causal"
-    mask = np.array(model._mask(0, T))
+    masks = model.window_masks(T)
+    assert masks[3] == "causal"
+    mask = np.array(masks[0])
     w = 8
     for i in range(T):
         keys = np.flatnonzero(mask[i])
@@ -414,7 +461,7 @@ def test_window_masks_attend_to_w_plus_one_keys(tm):
     rng = np.random.default_rng(5)
     q, k, v = (rng.standard_normal((1, 2, T, 8)).astype(np.float32) for _ in range(3))
     out = mx.fast.scaled_dot_product_attention(
-        mx.array(q), mx.array(k), mx.array(v), scale=8**-0.5, mask=model._mask(0, T)
+        mx.array(q), mx.array(k), mx.array(v), scale=8**-0.5, mask=masks[0]
     )
     ref = np.zeros_like(q, dtype=np.float64)
     for i in range(T):
@@ -424,8 +471,9 @@ def test_window_masks_attend_to_w_plus_one_keys(tm):
         p /= p.sum(-1, keepdims=True)
         ref[0, :, i] = np.einsum("hk,hkd->hd", p, v[0, :, j].transpose(1, 0, 2))
     np.testing.assert_allclose(np.array(out), ref, atol=1e-5)
-    # and a shorter sequence just slices the same mask
-    assert np.array_equal(np.array(model._mask(0, 12)), mask[:12, :12])
+    # and a shorter sequence just slices the same mask; one no longer than the window is plain causal
+    assert np.array_equal(np.array(model.window_masks(12)[0]), mask[:12, :12])
+    assert model.window_masks(9) == ["causal"] * 4
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -92,8 +92,10 @@ def test_ci_run_trains_and_prints_summary(prepared):
     assert math.isfinite(s["val_bpb"]) and 0 < s["val_bpb"] < 20
     assert s["backend"] == "cpu" and s["profile"] == "ci" and s["depth"] == 2 and s["num_steps"] >= 1
     assert s["mfu_percent"] is None  # a CPU has no known bf16 peak: null, never the H100's
-    for key in ("startup_seconds", "compile_seconds", "eval_seconds", "tokens_per_second", "dataset"):
-        assert key in s
+    keys = ("startup_seconds", "compile_seconds", "calibration_seconds", "eval_seconds", "tokens_per_second")
+    for key in keys:
+        assert s[key] > 0, key
+    assert "dataset" in s
     losses = [float(m) for m in re.findall(r"^step \d+ .*?\| loss ([0-9.]+)", out.stdout, re.M)]
     assert len(losses) == s["num_steps"] and all(math.isfinite(v) for v in losses)
     dts = [int(m) for m in re.findall(r"\| dt (\d+)ms", out.stdout)]
@@ -308,10 +310,10 @@ def test_window_mask_attends_to_window_plus_one_keys(tt, window):
 
 def test_window_sizes_and_flops(tt):
     model = small_model(tt, pattern="SSSL", n_layer=6, T=16)
-    assert model.window_sizes == [8, 8, 8, 16, 8, 16]  # cycled, last layer always long
+    assert model._window_sizes == [8, 8, 8, 16, 8, 16]  # cycled, last layer always long
     h, hd = 2, 16
     matrices = sum(p.numel() for p in model.transformer.h.parameters()) + model.lm_head.weight.numel()
-    attn = sum(12 * h * hd * min(w, 16) for w in model.window_sizes)
+    attn = sum(12 * h * hd * min(w, 16) for w in model._window_sizes)
     assert model.estimate_flops() == 6 * matrices + attn
 
 
