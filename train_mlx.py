@@ -507,25 +507,35 @@ def setup_optimizer(model, unembedding_lr, embedding_lr, matrix_lr, weight_decay
 
 def make_train_step(model, optimizer, compiled=True):
     """step(x, y) -> mean loss: gradients over the micro-batches x[i], y[i] (x, y: (accum, B, T) arrays), averaged,
-    then one optimizer update. Compiled, the whole step is one graph whose inputs and outputs are the model, the
-    optimizer state and the RNG state (mlx-examples style); the caller evaluates them (mx.eval) once per step."""
+    then one optimizer update. Compiled, the micro-step (forward + backward) and the update are each one graph over
+    the model, optimizer and RNG state (mlx-examples style). The gradients are evaluated after every micro-batch but
+    the last: one lazy graph over all micro-batches would hold all their activations at once (it ran out of memory
+    on an 80 GB H100 at the h100 profile's 16 x 32 x 2048 tokens). The caller's mx.eval ends the step."""
     loss_and_grad = nn.value_and_grad(model, lambda x, y: model(x, y))
+
+    def update(grads):
+        optimizer.update(model, grads)
+
+    if compiled:
+        # The model is an output of the micro-step too: value_and_grad swaps its parameters for traced ones.
+        micro_state = [model.state, mx.random.state]
+        loss_and_grad = partial(mx.compile, inputs=micro_state, outputs=micro_state)(loss_and_grad)
+        state = [model.state, optimizer.state]
+        update = partial(mx.compile, inputs=state, outputs=state)(update)
 
     def step(x, y):
         n = x.shape[0]
         loss, grads = loss_and_grad(x[0], y[0])
         for i in range(1, n):
+            mx.eval(loss, grads)  # bound memory to one micro-batch's activations
             loss_i, grads_i = loss_and_grad(x[i], y[i])
             loss, grads = loss + loss_i, tree_map(mx.add, grads, grads_i)
         if n > 1:
             loss, grads = loss / n, tree_map(lambda g: g / n, grads)
-        optimizer.update(model, dict(tree_flatten(grads)))
+        update(dict(tree_flatten(grads)))
         return loss
 
-    if not compiled:
-        return step
-    state = [model.state, optimizer.state, mx.random.state]
-    return partial(mx.compile, inputs=state, outputs=state)(step)
+    return step
 
 
 def main():
