@@ -11,6 +11,7 @@ Subcommands import their heavy modules lazily, so `autoresearch --help` is insta
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -183,7 +184,19 @@ def demo(backend, profile) -> None:
 def parity(as_json, torch_device, steps, data_dir) -> None:
     """Check that train_mlx.py and train_torch.py compute the same function (exit 1 if not)."""
     from common.parity import run_parity
+    from common.runner import OPENBLAS
 
+    # MLX runs in this process: on Linux, restart once with OpenBLAS preloaded (MLX's bundled BLAS is ~30x slower).
+    main_spec = getattr(sys.modules["__main__"], "__spec__", None)
+    as_program = os.path.basename(sys.argv[0]) == "autoresearch" or (
+        main_spec and main_spec.name == "common.cli"
+    )
+    if as_program and sys.platform == "linux" and os.path.exists(OPENBLAS) and "LD_PRELOAD" not in os.environ:
+        os.execve(
+            sys.executable,
+            [sys.executable, "-m", "common.cli", *sys.argv[1:]],
+            {**os.environ, "LD_PRELOAD": OPENBLAS},
+        )
     report = run_parity(data_dir=data_dir, torch_device=torch_device, steps=steps)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
     sys.exit(0 if report.ok else 1)

@@ -1,7 +1,11 @@
 """Cross-backend parity: train_mlx.py and train_torch.py compute the same function (common/parity.py), and a port
 with a classic bug is caught and located."""
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,12 +24,22 @@ def _one_thread(monkeypatch):
 
 
 def test_twins_agree_on_every_gate(prepared):
-    report = run_parity(root=ROOT, data_dir=prepared)
-    failed = [c for c in report.checks if not c.ok]
-    assert not failed, report.table()
-    names = [c.name for c in report.checks]
+    """The full check, as a user runs it: `autoresearch parity --json` (which restarts itself with OpenBLAS
+    preloaded on Linux), on the test corpus."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+    }  # two OpenMP threads on a 2-core CI box stall torch's CPU kernels
+    r = subprocess.run(
+        [sys.executable, "-m", "common.cli", "parity", "--data-dir", str(prepared), "--json"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    report = json.loads(r.stdout)
+    failed = [c for c in report["checks"] if not c["ok"]]
+    assert r.returncode == 0 and report["ok"] and not failed, r.stdout + r.stderr
+    names = [c["name"] for c in report["checks"]]
     assert "100 training steps (loss, every step)" in names and "bfloat16: loss after 100 steps" in names
-    assert report.info["val_bpb"]["torch"] == pytest.approx(report.info["val_bpb"]["mlx"], abs=1e-5)
+    assert report["info"]["val_bpb"]["torch"] == pytest.approx(report["info"]["val_bpb"]["mlx"], abs=1e-5)
 
 
 def _broken_twin(tmp_path: Path, old: str, new: str) -> Path:
