@@ -176,12 +176,13 @@ def demo(backend, profile) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 @click.option("--torch-device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda", "mps"]))
+@click.option("--mlx-device", default="cpu", show_default=True, type=click.Choice(["cpu", "gpu"]))
 @click.option("--steps", default=100, show_default=True, help="training steps compared")
 @click.option(
     "--data-dir", type=click.Path(path_type=Path), default=None, help="default: the current prepared data"
 )
 @_user_errors
-def parity(as_json, torch_device, steps, data_dir) -> None:
+def parity(as_json, torch_device, mlx_device, steps, data_dir) -> None:
     """Check that train_mlx.py and train_torch.py compute the same function (exit 1 if not)."""
     from common.parity import run_parity
     from common.runner import OPENBLAS
@@ -197,7 +198,7 @@ def parity(as_json, torch_device, steps, data_dir) -> None:
             [sys.executable, "-m", "common.cli", *sys.argv[1:]],
             {**os.environ, "LD_PRELOAD": OPENBLAS},
         )
-    report = run_parity(data_dir=data_dir, torch_device=torch_device, steps=steps)
+    report = run_parity(data_dir=data_dir, torch_device=torch_device, mlx_device=mlx_device, steps=steps)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
     sys.exit(0 if report.ok else 1)
 

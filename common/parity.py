@@ -291,15 +291,18 @@ def _first_layer_divergence(tw_mod, mx_mod, torch_device, cfg_full, weights, idx
 
 
 def run_parity(root: Path | None = None, data_dir: Path | None = None, torch_device: str = "cpu",
-               steps: int = TRAIN_STEPS, bf16: bool = True) -> Report:  # fmt: skip
+               mlx_device: str = "cpu", steps: int = TRAIN_STEPS, bf16: bool = True) -> Report:  # fmt: skip
+    import mlx.core as mx
+
     from common.runner import script_for
 
-    os.environ.setdefault(
-        "AUTORESEARCH_PROFILE", "ci"
-    )  # the scripts read a profile at import; parity sets its own shape
+    # The scripts read a profile at import; parity sets its own shape.
+    os.environ.setdefault("AUTORESEARCH_PROFILE", "ci")
     os.environ["AUTORESEARCH_BACKEND"] = torch_device
     tw_mod = load_script(script_for("cpu", root), "_parity_train_torch")
     mx_mod = load_script(script_for("mlx", root), "_parity_train_mlx")
+    # MLX on the CPU by default: on a GPU machine the reference pair is torch CUDA (float32, no TF32) vs MLX CPU.
+    mx.set_default_device(mx.cpu if mlx_device == "cpu" else mx.gpu)
     autocast = tw_mod.tb.autocast
     try:
         return _run(tw_mod, mx_mod, data_dir, torch_device, steps, bf16)

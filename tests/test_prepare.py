@@ -164,3 +164,20 @@ def test_cli_prepare_sets_current(small_corpus, tmp_path):
     r = CliRunner().invoke(main, ["prepare", "--dataset", str(small_corpus), "--vocab-size", "512"])
     assert r.exit_code == 0, r.output
     assert PreparedData.open().dir.name.startswith(small_corpus.name)
+
+
+def test_prepare_py_is_an_alias(small_corpus, tmp_path):
+    """`python prepare.py ...` (upstream's habit) runs `autoresearch prepare ...`."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "AUTORESEARCH_HOME": str(tmp_path / "home")}
+    r = subprocess.run(
+        [sys.executable, "prepare.py", "--dataset", str(small_corpus), "--vocab-size", "300"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert (Path(r.stdout.strip()) / "manifest.json").exists()
