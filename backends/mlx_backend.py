@@ -23,6 +23,9 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_map_with_path
 
+from common.evaluate import padded_chunks
+from common.weights import check_weights
+
 # Float32 eval logits per chunk (rows * T * vocab * 4 bytes): 1/64 of the device's memory, within these bounds.
 EVAL_LOGIT_BYTES = 256 * 2**20  # at least (a 16 GB laptop)
 EVAL_LOGIT_BYTES_MAX = 2 * 2**30  # at most, however much memory there is
@@ -256,12 +259,7 @@ def make_loss_fn(model, batch_size_limit: int):
         n, seq_len = x.shape
         step = eval_chunk_rows(seq_len, vocab, batch_size_limit)
         out = []
-        for i in range(0, n, step):
-            xc, yc = x[i : i + step], y[i : i + step]
-            rows = xc.shape[0]
-            if rows < step:
-                pad = ((0, step - rows), (0, 0))
-                xc, yc = np.pad(xc, pad), np.pad(yc, pad)
+        for xc, yc, rows in padded_chunks(x, y, step):
             losses = forward(to_array(xc), to_array(yc))
             out.append(np.array(losses.astype(mx.float32)).reshape(-1, seq_len)[:rows].reshape(-1))
         return np.concatenate(out)
@@ -281,19 +279,7 @@ def export_weights(model) -> dict[str, np.ndarray]:
 def import_weights(model, weights: dict[str, np.ndarray]) -> None:
     """Load canonical-name weights into the model (as float32 master weights). Strict: every name must match and
     every shape agree, else a KeyError/ValueError says which."""
-    own = dict(tree_flatten(model.parameters()))
-    missing = sorted(set(own) - set(weights))
-    unexpected = sorted(set(weights) - set(own))
-    if missing or unexpected:
-        raise KeyError(
-            f"weights do not match the model: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''} "
-            "(same DEPTH, vocab and window pattern in both scripts?)"
-        )
-    for k, target in own.items():
-        src = np.asarray(weights[k])
-        if tuple(src.shape) != tuple(target.shape):
-            raise ValueError(f"{k}: weights have shape {tuple(src.shape)}, the model {tuple(target.shape)}")
+    check_weights({k: v.shape for k, v in tree_flatten(model.parameters())}, weights)
     # Rebuild the tree by path: tree_unflatten would turn value_embeds' "1" key into a list index.
     model.update(
         tree_map_with_path(

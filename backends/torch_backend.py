@@ -23,6 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.evaluate import padded_chunks
+from common.weights import check_weights
+
 ENV = "AUTORESEARCH_BACKEND"
 CHOICES = ("cuda", "mps", "cpu")
 
@@ -238,15 +241,9 @@ def make_loss_fn(
     device = device or detect().device
 
     def loss_fn(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        n = x.shape[0]
-        step = max_rows or n
+        step = max_rows or x.shape[0]
         out = []
-        for i in range(0, n, step):
-            xc, yc = x[i : i + step], y[i : i + step]
-            rows = xc.shape[0]
-            if rows < step:
-                pad = ((0, step - rows), (0, 0))
-                xc, yc = np.pad(xc, pad), np.pad(yc, pad)
+        for xc, yc, rows in padded_chunks(x, y, step):
             with torch.set_grad_enabled(training_graph), autocast(), sdpa_backends():
                 losses = model(to_device(xc, device), to_device(yc, device), reduction="none")
             out.append(losses.detach().float().view(step, -1)[:rows].reshape(-1).cpu().numpy())
@@ -273,18 +270,7 @@ def import_weights(model, weights: dict[str, np.ndarray]) -> None:
     match and every shape agree, else a KeyError/ValueError says which."""
     model = _unwrap(model)
     state = model.state_dict()
-    missing = sorted(set(state) - set(weights))
-    unexpected = sorted(set(weights) - set(state))
-    if missing or unexpected:
-        raise KeyError(
-            f"weights do not match the model: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''} "
-            "(same DEPTH, vocab and window pattern in both scripts?)"
-        )
-    for k, target in state.items():
-        src = np.asarray(weights[k])
-        if tuple(src.shape) != tuple(target.shape):
-            raise ValueError(f"{k}: weights have shape {tuple(src.shape)}, the model {tuple(target.shape)}")
+    check_weights({k: tuple(v.shape) for k, v in state.items()}, weights)
     with torch.no_grad():
         for k, target in state.items():
             target.copy_(torch.from_numpy(np.ascontiguousarray(weights[k], dtype=np.float32)))

@@ -56,3 +56,15 @@ def unigram_bpb(train_counts: np.ndarray, val_tokens: np.ndarray, token_bytes: n
     logp = np.log(counts / counts.sum())
     nats = -logp[val_tokens]
     return bits_per_byte(*nats_and_bytes(nats, val_tokens, token_bytes))
+
+
+def padded_chunks(x: np.ndarray, y: np.ndarray, rows: int):
+    """Yield (x_chunk, y_chunk, real_rows) of exactly `rows` rows each: the last chunk is padded with zeros, so a
+    compiled forward sees one static shape. The caller keeps the losses of the first real_rows rows."""
+    for i in range(0, x.shape[0], rows):
+        xc, yc = x[i : i + rows], y[i : i + rows]
+        real = xc.shape[0]
+        if real < rows:
+            pad = ((0, rows - real), (0, 0))
+            xc, yc = np.pad(xc, pad), np.pad(yc, pad)
+        yield xc, yc, real

@@ -49,3 +49,14 @@ def test_unigram_baseline():
     val = np.array([1, 2, 0])
     expect = -(math.log(4 / 7) + math.log(2 / 7)) / (2 * math.log(2))
     assert unigram_bpb(counts, val, token_bytes) == pytest.approx(expect)
+
+
+def test_padded_chunks_cover_every_row_once():
+    from common.evaluate import padded_chunks
+
+    x = np.arange(7 * 3).reshape(7, 3)
+    chunks = list(padded_chunks(x, x + 100, 3))
+    assert [c[2] for c in chunks] == [3, 3, 1]
+    assert all(c[0].shape == (3, 3) for c in chunks)  # one static shape for a compiled forward
+    np.testing.assert_array_equal(np.concatenate([c[0][: c[2]] for c in chunks]), x)
+    np.testing.assert_array_equal(chunks[-1][1][1:], 0)  # padding rows are zeros
