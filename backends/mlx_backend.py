@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import os
-import platform
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map_with_path
 
 from common.evaluate import padded_chunks
+from common.hardware import chip_name
 from common.weights import check_weights
 
 # Float32 eval logits per chunk (rows * T * vocab * 4 bytes): 1/64 of the device's memory, within these bounds.
@@ -131,13 +131,11 @@ def device_name() -> str:
     info = _device_info()
     if kind == "metal":
         # The Metal device reports a GPU architecture; the chip's marketing name is the CPU brand string.
-        return _run(["sysctl", "-n", "machdep.cpu.brand_string"]) or str(
-            info.get("device_name") or "Apple GPU"
-        )
+        return chip_name() or str(info.get("device_name") or "Apple GPU")
     if kind == "cuda":
         name = info.get("device_name") or _run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"])
         return str(name).splitlines()[0].strip() if name else "NVIDIA GPU"
-    return _cpu_model() or str(info.get("device_name") or "cpu")
+    return chip_name() or str(info.get("device_name") or "cpu")
 
 
 def _run(cmd: list[str]) -> str | None:
@@ -146,18 +144,6 @@ def _run(cmd: list[str]) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
-
-
-def _cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    if sys.platform == "darwin":
-        return _run(["sysctl", "-n", "machdep.cpu.brand_string"])
-    return platform.processor() or None
 
 
 def _memory_bytes() -> int | None:

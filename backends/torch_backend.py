@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import platform
 import resource
 import sys
 import time
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from common.evaluate import padded_chunks
+from common.hardware import chip_name
 from common.weights import check_weights
 
 ENV = "AUTORESEARCH_BACKEND"
@@ -155,26 +155,7 @@ def device_name() -> str:
         return torch.cuda.get_device_name(0)
     if kind == "mps":
         return "Apple MPS"
-    return _cpu_model()
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    if sys.platform == "darwin":
-        import subprocess
-
-        try:
-            out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True)
-            if out.stdout.strip():
-                return out.stdout.strip()
-        except OSError:
-            pass
-    return platform.processor() or platform.machine() or "cpu"
+    return chip_name()
 
 
 def mark():

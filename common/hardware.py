@@ -39,7 +39,9 @@ def _memory_gb() -> float | None:
         return round(int(mem) / 2**30, 1) if mem and mem.isdigit() else None
 
 
-def _chip() -> str:
+def chip_name() -> str:
+    """The CPU or Apple chip's marketing name ("Apple M3 Max", "AMD EPYC 7R13 ..."); also the device name that
+    the backends report when they run on the CPU."""
     if platform.system() == "Darwin":
         name = _run(["sysctl", "-n", "machdep.cpu.brand_string"])
         if name:
@@ -62,7 +64,7 @@ def _system() -> dict:
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "memory_gb": _memory_gb(),
-        "chip": _chip(),
+        "chip": chip_name(),
     }
 
 
