@@ -56,17 +56,23 @@ def small_corpus(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def prepared(small_corpus, tmp_path_factory) -> Path:
-    """`small_corpus` prepared (tokenizer of 512 tokens + shards) into its own data dir."""
+def prepare_isolated(source: Path, tmp_path_factory, vocab_size: int = 512) -> Path:
+    """Prepare `source` into a fresh data dir with its own AUTORESEARCH_HOME (for session- and module-scoped
+    fixtures, which cannot use the per-test monkeypatch)."""
     from common.prepare import prepare
 
     old = os.environ.get("AUTORESEARCH_HOME")
     os.environ["AUTORESEARCH_HOME"] = str(tmp_path_factory.mktemp("home"))
     try:
-        return prepare(str(small_corpus), tmp_path_factory.mktemp("data"), vocab_size=512)
+        return prepare(str(source), tmp_path_factory.mktemp("data"), vocab_size=vocab_size)
     finally:
         if old is None:
             os.environ.pop("AUTORESEARCH_HOME")
         else:
             os.environ["AUTORESEARCH_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def prepared(small_corpus, tmp_path_factory) -> Path:
+    """`small_corpus` prepared (tokenizer of 512 tokens + shards) into its own data dir."""
+    return prepare_isolated(small_corpus, tmp_path_factory)

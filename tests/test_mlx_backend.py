@@ -21,6 +21,8 @@ import pytest
 mx = pytest.importorskip("mlx.core")
 from mlx.utils import tree_flatten  # noqa: E402
 
+from tests.conftest import prepare_isolated  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3"
 
@@ -100,19 +102,10 @@ def params_np(model) -> dict:
 def demo_data(tmp_path_factory) -> Path:
     """A small demo corpus (common.demo), prepared with a 512-token vocabulary."""
     from common.demo import write_demo_corpus
-    from common.prepare import prepare
 
     text = tmp_path_factory.mktemp("demo_text")
     write_demo_corpus(text, train_docs=400, val_docs=60, docs_per_shard=200)
-    old = os.environ.get("AUTORESEARCH_HOME")
-    os.environ["AUTORESEARCH_HOME"] = str(tmp_path_factory.mktemp("home"))
-    try:
-        return prepare(str(text), tmp_path_factory.mktemp("data"), vocab_size=512)
-    finally:
-        if old is None:
-            os.environ.pop("AUTORESEARCH_HOME")
-        else:
-            os.environ["AUTORESEARCH_HOME"] = old
+    return prepare_isolated(text, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
