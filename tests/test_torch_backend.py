@@ -20,17 +20,11 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
+from tests.reference import ref_adamw, ref_muon  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (compile, FlexAttention, pinned copies)")
-
-COEFFS = [  # docs/twins.md, copied by hand: the reference must not import what it checks
-    (8.156554524902461, -22.48329292557795, 15.878769915207462),
-    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
-    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
-    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
-    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
-]
 
 
 @pytest.fixture(scope="module")
@@ -116,40 +110,6 @@ def test_nan_loss_fails_fast(prepared, tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Optimizer vs float64 numpy references (docs/twins.md)
-
-
-def ref_adamw(p, g, m, v, step, lr, beta1, beta2, eps, wd):
-    p = p * (1 - lr * wd)
-    m = m + (g - m) * (1 - beta1)
-    v = v + (g * g - v) * (1 - beta2)
-    p = p - (lr / (1 - beta1**step)) * m / (np.sqrt(v / (1 - beta2**step)) + eps)
-    return p, m, v
-
-
-def ref_muon(p, g, buf, second, lr, momentum, wd, beta2):
-    R, C = p.shape[-2:]
-    buf = buf + (g - buf) * (1 - momentum)
-    g = g + (buf - g) * momentum
-    X = g / (np.linalg.norm(g, axis=(-2, -1), keepdims=True) * 1.02 + 1e-6)
-    for a, b, c in COEFFS:
-        if R > C:
-            A = np.swapaxes(X, -1, -2) @ X
-            X = a * X + X @ (b * A + c * A @ A)
-        else:
-            A = X @ np.swapaxes(X, -1, -2)
-            X = a * X + (b * A + c * A @ A) @ X
-    red = -1 if R >= C else -2
-    n = X.shape[red]
-    v_mean = np.mean(X * X, axis=red, keepdims=True)
-    v_norm = np.sqrt(np.sum(v_mean, axis=(-2, -1), keepdims=True) * n)
-    second = second + (v_mean - second) * (1 - beta2)
-    step = 1 / np.sqrt(np.maximum(second, 1e-10))
-    v_norm_new = np.sqrt(np.sum(v_mean * n * step**2, axis=(-2, -1), keepdims=True))
-    X = X * step * (v_norm / np.maximum(v_norm_new, 1e-10))
-    lr_eff = lr * max(1, R / C) ** 0.5
-    mask = (X * p) >= 0
-    p = p - lr_eff * X - lr_eff * wd * p * mask
-    return p, buf, second
 
 
 def t32(a):
