@@ -9,8 +9,9 @@ chosen budget, print one table (tokens/s, MFU, peak GB, compile s, startup+compi
     # (or .stage/wiki plus those three, to tokenize there):
     python benchmarks/bench_h100.py --runs SSSL SSSL SSSL --budget 120 --deadline 585
 
-Each run is `python train_torch.py` (a copy with WINDOW_PATTERN replaced where the run asks for another pattern)
-under AUTORESEARCH_PROFILE=h100 and AUTORESEARCH_TIME_BUDGET. Logs and results.json go to $OUT (or .stage/out).
+A run spec is `[torch:|mlx:]PATTERN[,NAME=VALUE...]`: `SSSL` is train_torch.py as committed, `mlx:SSSL` is
+train_mlx.py (MLX's CUDA build on the path: ../shared/tools/mlx-cuda-stage.sh), `SSSL,DEVICE_BATCH_SIZE=64` a copy
+with that top-level constant replaced. Each runs under AUTORESEARCH_PROFILE=h100 and AUTORESEARCH_TIME_BUDGET. Logs and results.json go to $OUT (or .stage/out).
 """
 
 from __future__ import annotations
@@ -75,30 +76,53 @@ def prepare(corpus: Path, data_dir: Path) -> float:
     return time.time() - t
 
 
-def script_for(pattern: str | None) -> Path:
-    src = (ROOT / "train_torch.py").read_text()
-    if pattern is None:
-        return ROOT / "train_torch.py"
-    new, n = re.subn(r'^WINDOW_PATTERN = "[SL]+"', f'WINDOW_PATTERN = "{pattern}"', src, count=1, flags=re.M)
-    if n != 1:
-        raise SystemExit('train_torch.py has no `WINDOW_PATTERN = "..."` line to vary')
-    path = ROOT / ".stage" / f"train_torch_{pattern}.py"
-    path.write_text(new)
+def parse_spec(spec: str) -> dict:
+    """A run: `[torch:|mlx:]PATTERN[,NAME=VALUE...]`, e.g. `SSSL`, `mlx:SSSL`, `SSSL,DEVICE_BATCH_SIZE=64`."""
+    backend, _, rest = spec.rpartition(":")
+    backend = backend or "torch"
+    if backend not in ("torch", "mlx"):
+        raise SystemExit(f"run {spec!r}: backend must be torch or mlx")
+    pattern, *sets = rest.split(",")
+    if not re.fullmatch(r"[SL]+", pattern):
+        raise SystemExit(f"run {spec!r}: window pattern must be made of S and L")
+    overrides = {}
+    for kv in sets:
+        name, eq, value = kv.partition("=")
+        if not eq or not re.fullmatch(r"[A-Z_][A-Z0-9_]*", name):
+            raise SystemExit(f"run {spec!r}: overrides are NAME=VALUE with an upper-case constant name")
+        overrides[name] = value
+    return dict(
+        spec=spec, backend=backend, pattern=pattern, overrides={"WINDOW_PATTERN": f'"{pattern}"', **overrides}
+    )
+
+
+def script_for(run: dict, i: int) -> Path:
+    """A copy of the run's training script with its constants replaced (each must be a top-level `NAME = ...`)."""
+    src = (ROOT / f"train_{run['backend']}.py").read_text()
+    for name, value in run["overrides"].items():
+        src, n = re.subn(rf"^{name} = .*$", f"{name} = {value}", src, count=1, flags=re.M)
+        if n != 1:
+            raise SystemExit(f"train_{run['backend']}.py has no top-level `{name} = ...` line to set")
+    path = ROOT / ".stage" / f"run{i}_train_{run['backend']}.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(src)
     return path
 
 
-def run(i: int, pattern: str, budget: float, data_dir: Path, out: Path) -> dict:
-    script = script_for(pattern)
+def run(i: int, spec: str, budget: float, data_dir: Path, out: Path) -> dict:
+    r = parse_spec(spec)
+    script = script_for(r, i)
     env = dict(
         os.environ,
         AUTORESEARCH_PROFILE="h100",
         AUTORESEARCH_TIME_BUDGET=str(budget),
         AUTORESEARCH_DATA_DIR=str(ROOT / data_dir),
-        PYTHONPATH=str(ROOT),
+        AUTORESEARCH_BACKEND="cuda",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         PYTHONUNBUFFERED="1",
     )
-    log_path = out / f"run{i}_{pattern}.log"
-    log(f"run {i}: {pattern}, budget {budget:g}s -> {log_path.name}")
+    log_path = out / f"run{i}_{re.sub(r'[^A-Za-z0-9_=-]+', '_', spec)}.log"
+    log(f"run {i}: {spec}, budget {budget:g}s -> {log_path.name}")
     with open(log_path, "w") as f:
         p = subprocess.Popen(
             [sys.executable, str(script)],
@@ -119,22 +143,23 @@ def run(i: int, pattern: str, budget: float, data_dir: Path, out: Path) -> dict:
         s = parse_summary(text)
     except ValueError:
         s = {}
-    s.update(run=i, pattern=pattern, exit_code=rc)
+    s.update(run=i, pattern=spec, exit_code=rc)
     m = re.search(r"calibration (\d+) ms/step", text)
     s["calibrated_ms"] = int(m.group(1)) if m else None
     return s
 
 
 def table(results: list[dict]) -> str:
-    head = f"{'run':>3} {'pattern':<7}{'steps':>6}{'tok/s':>12}{'MFU%':>7}{'peakGB':>8}{'start':>7}{'compile':>8}{'calib':>7}{'eval':>6}{'overhead':>9}{'val_bpb':>10}"
+    width = max([9] + [len(r["pattern"]) + 1 for r in results])
+    head = f"{'run':>3} {'run spec':<{width}}{'steps':>6}{'tok/s':>12}{'MFU%':>7}{'peakGB':>8}{'start':>7}{'compile':>8}{'calib':>7}{'eval':>6}{'overhead':>9}{'val_bpb':>10}"
     lines = [head]
     for r in results:
         if "val_bpb" not in r:
-            lines.append(f"{r['run']:>3} {r['pattern']:<7} failed (exit {r['exit_code']})")
+            lines.append(f"{r['run']:>3} {r['pattern']:<{width}} failed (exit {r['exit_code']})")
             continue
         overhead = r["total_seconds"] - r["training_seconds"]
         lines.append(
-            f"{r['run']:>3} {r['pattern']:<7}{r['num_steps']:>6}{r['tokens_per_second']:>12,.0f}{r['mfu_percent'] or 0:>7.1f}"
+            f"{r['run']:>3} {r['pattern']:<{width}}{r['num_steps']:>6}{r['tokens_per_second']:>12,.0f}{r['mfu_percent'] or 0:>7.1f}"
             f"{r['peak_vram_mb'] / 1024:>8.1f}{r['startup_seconds']:>7.1f}{r['compile_seconds']:>8.1f}"
             f"{r['calibration_seconds']:>7.1f}{r['eval_seconds']:>6.1f}{overhead:>9.1f}{r['val_bpb']:>10.4f}"
         )
@@ -153,7 +178,9 @@ def table(results: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", nargs="+", default=["SSSL"], help="window pattern per run, in order")
+    ap.add_argument(
+        "--runs", nargs="+", default=["SSSL"], help="[torch:|mlx:]PATTERN[,NAME=VALUE...] per run"
+    )
     ap.add_argument("--budget", type=float, default=120.0, help="training seconds per run")
     # Relative to the repo root, as when the tokenizer was trained here: the manifest then matches exactly.
     ap.add_argument("--corpus", type=Path, default=Path(".stage/wiki"))
@@ -181,11 +208,13 @@ def main() -> None:
     prep = stage(args.corpus, args.data_dir, args.tokens)
     log(f"data staged in {prep:.1f}s")
     results = []
-    for i, pattern in enumerate(args.runs, 1):
+    for spec in args.runs:
+        parse_spec(spec)  # every spec checked before the first run starts
+    for i, spec in enumerate(args.runs, 1):
         if args.deadline and time.time() - T0 + args.budget + args.run_cost > args.deadline:
-            log(f"skipping run {i} ({pattern}): it would pass the {args.deadline:g}s deadline")
+            log(f"skipping run {i} ({spec}): it would pass the {args.deadline:g}s deadline")
             continue
-        results.append(run(i, pattern, args.budget, args.data_dir, out))
+        results.append(run(i, spec, args.budget, args.data_dir, out))
         (out / "results.json").write_text(json.dumps(dict(prepare_seconds=prep, runs=results), indent=1))
     print()
     print(table(results))
