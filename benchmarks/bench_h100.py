@@ -121,7 +121,7 @@ def run(i: int, spec: str, budget: float, data_dir: Path, out: Path) -> dict:
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         PYTHONUNBUFFERED="1",
     )
-    log_path = out / f"run{i}_{re.sub(r'[^A-Za-z0-9_=-]+', '_', spec)}.log"
+    log_path = out / f"run{i}_{re.sub(r'[^A-Za-z0-9_-]+', '_', spec)}.log"
     log(f"run {i}: {spec}, budget {budget:g}s -> {log_path.name}")
     with open(log_path, "w") as f:
         p = subprocess.Popen(
