@@ -85,6 +85,8 @@ class Report:
             lines.append(f"{c.name:<{w}}  {c.value:>10.2e}  {c.gate:>8.0e}  {'ok' if c.ok else 'FAIL'}")
             if c.detail and not c.ok:
                 lines.append(f"{'':<{w}}    -> {c.detail}")
+        if "stopped" in self.info:
+            lines.append(f"stopped early: {self.info['stopped']}")
         lines.append(f"parity: {'PASS' if self.ok else 'FAIL'}")
         return "\n".join(lines)
 
@@ -147,6 +149,11 @@ class TorchTwin:
     def export(self) -> dict:
         return self.tb.export_weights(self.model)
 
+    def set_windows(self, sizes: list[int]) -> None:
+        """Per-layer attention windows, overriding the pattern (a truncated model keeps the full one's windows)."""
+        self.model._window_sizes = list(sizes)
+        self.model._masks = {}  # built again, for these windows, on the next forward
+
     def _t(self, a):
         return self.torch.from_numpy(np.ascontiguousarray(a)).to(self.device).long()
 
@@ -199,16 +206,22 @@ class MlxTwin:
         self.dtype = dtype
         mod.COMPUTE_DTYPE = mx.float32 if dtype == "float32" else mx.bfloat16
 
-    def build(self, cfg, weights: dict):
+    def build(self, cfg, weights: dict | None = None):
         self.mx.random.seed(0)
         model = self.mod.GPT(cfg)
         model.init_weights()
-        self.mb.import_weights(model, weights)
+        if weights is not None:
+            self.mb.import_weights(model, weights)
         self.model = model
         return model
 
     def export(self) -> dict:
         return self.mb.export_weights(self.model)
+
+    def set_windows(self, sizes: list[int]) -> None:
+        self.model._window_sizes = list(sizes)
+        T = self.model.config.sequence_len
+        self.model._masks = {str(w): self.mod.window_mask(T, w) for w in set(sizes) if w < T - 1}
 
     def _a(self, a):
         return self.mx.array(np.ascontiguousarray(a).astype(np.int32))
@@ -270,9 +283,12 @@ def _schedules(mod, n: int) -> list[tuple[float, float, float]]:
 
 
 def _first_layer_divergence(tw_mod, mx_mod, torch_device, cfg_full, weights, idx) -> str:
-    """Build both twins truncated to 1..n_layer layers from the same weights; name the first depth that disagrees."""
+    """Build both twins truncated to 1..n_layer layers from the same weights, each layer keeping its attention window
+    from the full model (truncation alone would make the last kept layer full-context); name the first layer whose
+    addition makes them disagree."""
     from dataclasses import replace
 
+    windows = tw_mod.GPT._compute_window_sizes(cfg_full)
     for k in range(1, cfg_full.n_layer + 1):
         cfg = replace(cfg_full, n_layer=k)
         tt = TorchTwin(tw_mod, torch_device, "float32")
@@ -284,9 +300,14 @@ def _first_layer_divergence(tw_mod, mx_mod, torch_device, cfg_full, weights, idx
         tt.build(cfg, sub)
         mt = MlxTwin(mx_mod, "float32")
         mt.build(cfg, sub)
+        tt.set_windows(windows[:k])
+        mt.set_windows(windows[:k])
         a, b = tt.logits(idx), mt.logits(idx)
         if np.abs(a - b).max() > LOGITS_REL * max(np.abs(a).max(), 1e-30):
-            return f"first divergence in transformer.h.{k - 1} (a {k}-layer model already disagrees)"
+            return (
+                f"first divergence in transformer.h.{k - 1} (window {windows[k - 1]}): the first {k} layer(s) "
+                "already disagree"
+            )
     return "every truncated model agrees: the difference is in what follows the blocks (final norm, lm_head, softcap)"
 
 
@@ -348,12 +369,19 @@ def _run(tw_mod, mx_mod, data_dir, torch_device, steps, bf16) -> Report:
         for n, w in tt.export().items()
     }
     tt.build(cfg_t, weights)
-    mt.build(cfg_m, weights)
     report.info["model"] = {**kw, "head_dim": head_dim, "params": int(sum(w.size for w in weights.values()))}
     names = list(weights)  # canonical order
-    mlx_names = set(mt.export())
-    report.add("canonical parameter names equal", float(len(mlx_names ^ set(names))), 0.0,
-               f"only in one twin: {sorted(mlx_names ^ set(names))}")  # fmt: skip
+    mt.build(cfg_m)
+    shapes = {n: w.shape for n, w in mt.export().items()}
+    odd = sorted(set(shapes) ^ set(names)) + [
+        n for n in names if n in shapes and shapes[n] != weights[n].shape
+    ]
+    c = report.add("canonical parameter names equal", float(len(odd)), 0.0,
+                   f"only in one twin, or shaped differently: {odd}")  # fmt: skip
+    if not c.ok:  # the same weights cannot go into both models: nothing further can be compared
+        report.info["stopped"] = "parameter names or shapes differ; fix them first (docs/twins.md lists them)"
+        return report
+    mt.build(cfg_m, weights)
 
     x0, y0 = batches[0]
     lt, lm = tt.logits(x0), mt.logits(x0)

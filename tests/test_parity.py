@@ -42,13 +42,13 @@ def test_twins_agree_on_every_gate(prepared):
     assert report["info"]["val_bpb"]["torch"] == pytest.approx(report["info"]["val_bpb"]["mlx"], abs=1e-5)
 
 
-def _broken_twin(tmp_path: Path, old: str, new: str) -> Path:
-    """A checkout whose train_mlx.py has one line 'ported' wrong."""
+def _broken_twin(tmp_path: Path, old: str, new: str, count: int = 1) -> Path:
+    """A checkout whose train_mlx.py has one thing 'ported' wrong (the first `count` occurrences, -1 for all)."""
     for name in ("train_mlx.py", "train_torch.py"):
         shutil.copy(ROOT / name, tmp_path / name)
     text = (tmp_path / "train_mlx.py").read_text()
     assert old in text, f"test needs updating: {old!r} is no longer in train_mlx.py"
-    (tmp_path / "train_mlx.py").write_text(text.replace(old, new, 1))
+    (tmp_path / "train_mlx.py").write_text(text.replace(old, new, count))
     return tmp_path
 
 
@@ -77,3 +77,46 @@ def test_cli_exit_status_and_json(prepared, tmp_path, monkeypatch):
     r = CliRunner().invoke(main, ["parity", "--data-dir", str(prepared), "--steps", "2", "--json"])
     assert r.exit_code == 1, r.output
     assert '"ok": false' in r.output and "SOFTCAP" in r.output
+
+
+def test_window_off_by_one_is_located(prepared, tmp_path):
+    # FlashAttention's window w attends to w + 1 keys (i - w .. i); a port that attends to w keys differs on every
+    # S layer, starting with the first.
+    root = _broken_twin(tmp_path, "(dist >= 0) & (dist <= window)", "(dist >= 0) & (dist < window)")
+    report = run_parity(root=root, data_dir=prepared, steps=2, bf16=False)
+    logits = next(c for c in report.checks if c.name.startswith("forward logits"))
+    assert not logits.ok and "transformer.h.0 (window 16)" in logits.detail
+
+
+def test_bf16_rotary_tables_are_caught_in_float32(prepared, tmp_path):
+    # Tables rounded to bfloat16 (as a port that builds them in the compute dtype would) shift q and k by ~0.4%.
+    root = _broken_twin(
+        tmp_path,
+        "return mx.cos(freqs), mx.sin(freqs)",
+        "return mx.cos(freqs).astype(mx.bfloat16), mx.sin(freqs).astype(mx.bfloat16)",
+    )
+    report = run_parity(root=root, data_dir=prepared, steps=2, bf16=False)
+    logits = next(c for c in report.checks if c.name.startswith("forward logits"))
+    assert not logits.ok and logits.value > 10 * logits.gate
+
+
+def test_tables_registered_as_parameters_are_reported(prepared, tmp_path):
+    # Any mx.array attribute of an nn.Module without a leading underscore is a trainable parameter in MLX.
+    root = _broken_twin(tmp_path, "self._cos", "self.rope_cos", count=-1)
+    report = run_parity(root=root, data_dir=prepared, steps=2, bf16=False)
+    names = next(c for c in report.checks if c.name.startswith("canonical parameter names"))
+    assert not names.ok and "rope_cos" in names.detail
+    assert "stopped early" in report.table() and not report.ok
+
+
+def test_every_target_is_a_real_token(prepared):
+    # The twins' losses have no ignore_index (MLX's cross-entropy has none; torch's default is -100): that is only
+    # sound if no target is ever a padding or ignore marker. The packer fills every position with document tokens.
+    from common.data import PreparedData
+
+    data = PreparedData.open(prepared)
+    for (x, y, _), _ in zip(data.train_batches(4, 32, seed=0, prefetch=0), range(50)):
+        assert y.min() >= 0 and y.max() < data.vocab_size
+        assert (x[:, 1:] == y[:, :-1]).all()
+    val = data.val_rows(32, 32 * 16)
+    assert val.min() >= 0 and val.max() < data.vocab_size
