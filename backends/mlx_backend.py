@@ -11,6 +11,7 @@ Nothing is probed at import: the first detect() call decides, once, and every de
 from __future__ import annotations
 
 import functools
+import math
 import os
 import subprocess
 import sys
@@ -163,18 +164,42 @@ def _memory_bytes() -> int | None:
 def exp(x, bounded=False):
     """e^x: mx.exp on GPUs; on the CPU `exp_cpu` (float32), a drop-in with the same accuracy. bounded=True promises
     -87 <= x <= 88 (e.g. soft-capped logits) and skips the clamp."""
-    return exp_cpu(x, bounded) if detect().type == "cpu" and x.dtype == mx.float32 else mx.exp(x)
+    return exp_cpu(x, bounded) if cpu_math(x) else mx.exp(x)
 
 
 def tanh(x):
     """tanh(x): mx.tanh on GPUs; on the CPU `tanh_cpu` (float32), a drop-in with the same accuracy."""
-    return tanh_cpu(x) if detect().type == "cpu" and x.dtype == mx.float32 else mx.tanh(x)
+    return tanh_cpu(x) if cpu_math(x) else mx.tanh(x)
 
 
 # Why: MLX's Linux CPU build runs mx.exp and mx.tanh as scalar libm calls (16-25 ns per element), which made the
 # softmax over the vocabulary most of a CPU training step. These use only arithmetic, comparisons and a bit cast,
-# which mx.compile fuses into vectorised loops: the pair costs ~8 ns per element instead of ~40.
+# which mx.compile fuses into loops that g++ vectorises, as long as two rules hold (measured on 33.5M logits):
+# - A fused kernel holds at most 11 ops in a chain (MLX's fusion depth); a longer chain is cut into kernels that
+#   each make a pass over memory. So the polynomials use Estrin's scheme (depth ~log2 of the degree), not Horner's.
+# - A select (mx.where, and mx.minimum / mx.maximum with their NaN branch) anywhere in a fused loop stops g++
+#   vectorising the whole loop. So the clamp runs as its own small kernel, cut off by `_fusion_barrier`.
+# tanh went from 6.5 to 1.7 ns per element this way, exp (bounded) from 6.1 to 4.2; mx.tanh + mx.exp take ~55.
 _LOG2E, _LN2 = 1.4426950408889634, 0.6931471805599453
+_EXP_C = [1.0 / math.factorial(k) for k in range(10)]  # Taylor coefficients of e^g, g in [0, ln 2)
+
+
+def _fusion_barrier(x):
+    """x itself, in a separate kernel from what follows: two bit-cast views (free) that mx.compile cannot fuse
+    across."""
+    return mx.view(mx.view(x, mx.int32), x.dtype)
+
+
+def _estrin(x, c):
+    """c[0] + c[1] x + ... + c[n] x^n by Estrin's scheme: pairs, then pairs of pairs (depth ~2 log2 n, not 2n)."""
+    terms, power = [c[i] + c[i + 1] * x if i + 1 < len(c) else c[i] for i in range(0, len(c), 2)], x * x
+    while len(terms) > 1:
+        terms = [
+            terms[i] + terms[i + 1] * power if i + 1 < len(terms) else terms[i]
+            for i in range(0, len(terms), 2)
+        ]
+        power = power * power
+    return terms[0]
 
 
 def exp_cpu(x, bounded=False):
@@ -182,14 +207,37 @@ def exp_cpu(x, bounded=False):
     Taylor series to degree 9 (error < 1e-8 on [0, ln 2)). Max relative error 4e-6 on [-87, 88], as mx.exp.
     Inputs are clamped to that range (normal floats) unless bounded=True says they lie in it."""
     if not bounded:
-        x = mx.where(x > 88.0, 88.0, mx.where(x < -87.0, -87.0, x))  # where: min/max branch on NaN, slower
+        x = _fusion_barrier(mx.where(x > 88.0, 88.0, mx.where(x < -87.0, -87.0, x)))
     y = x * _LOG2E
     n = (y + 128).astype(mx.int32) - 128  # floor: the cast truncates and y + 128 > 0
     g = (y - n.astype(mx.float32)) * _LN2
-    p = 1 / 362880
-    for k in (40320, 5040, 720, 120, 24, 6, 2, 1, 1):
-        p = p * g + 1 / k
-    return p * mx.view(mx.left_shift(n + 127, 23), mx.float32)
+    return _estrin(g, _EXP_C) * mx.view(mx.left_shift(n + 127, 23), mx.float32)
+
+
+def cpu_math(x) -> bool:
+    """True where the arithmetic drop-ins below replace MLX's kernels: float32 on a CPU-only MLX."""
+    return detect().type == "cpu" and x.dtype == mx.float32
+
+
+@mx.custom_function
+def _softmax_cpu(x):
+    e = exp_cpu(
+        x - mx.stop_gradient(mx.max(x, axis=-1, keepdims=True))
+    )  # -inf (masked) clamps to e^-87 ~ 1e-38
+    return e / mx.sum(e, axis=-1, keepdims=True)
+
+
+@_softmax_cpu.vjp
+def _softmax_cpu_vjp(primals, cotangent, output):
+    g = cotangent[0] if isinstance(cotangent, (list, tuple)) else cotangent
+    p = output[0] if isinstance(output, (list, tuple)) else output
+    return p * (g - mx.sum(g * p, axis=-1, keepdims=True))
+
+
+def softmax(x):
+    """Softmax over the last axis: mx.softmax, or on the CPU the same with `exp_cpu` (attention scores: ~3x faster)
+    and a hand-written backward (autodiff cannot see through exp_cpu's bit cast)."""
+    return _softmax_cpu(x) if cpu_math(x) else mx.softmax(x, axis=-1, precise=True)
 
 
 # tanh(x) ~ x P(x^2) / Q(x^2) on [-9, 9] (beyond, float32 tanh rounds to +-1): a rational least-squares fit made
@@ -203,14 +251,9 @@ _TANH_Q = (1.0, 0.46412497629370786, 0.02447382234408878, 0.00025386228347250956
 
 def tanh_cpu(x):
     """tanh(x) as a rational function in float32 arithmetic (see exp_cpu). |result| may exceed 1 by 2e-7."""
-    x = mx.where(mx.abs(x) > 9.0, mx.where(x > 0, 9.0, -9.0), x)
+    x = _fusion_barrier(mx.where(x > 9.0, 9.0, mx.where(x < -9.0, -9.0, x)))
     x2 = x * x
-    p, q = _TANH_P[-1], _TANH_Q[-1]
-    for c in _TANH_P[-2::-1]:
-        p = p * x2 + c
-    for c in _TANH_Q[-2::-1]:
-        q = q * x2 + c
-    return x * p / q
+    return x * _estrin(x2, _TANH_P) / _estrin(x2, _TANH_Q)
 
 
 # ---------------------------------------------------------------------------------------------------------------

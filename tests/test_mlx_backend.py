@@ -496,6 +496,25 @@ def test_cpu_exp_and_tanh_match_float64(mb):
         assert np.max(np.abs(got[tiny] / want[tiny] - 1)) < 1e-6  # relative near 0 too
 
 
+def test_cpu_softmax_and_its_backward_match_float64(mb):
+    # The attention softmax on the CPU (exp_cpu inside, hand-written backward), with masked (-inf) scores.
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((3, 5, 64)) * 4).astype(np.float32)
+    x[..., 40:] = -np.inf  # a window / causal mask
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    x64 = x.astype(np.float64)
+    p64 = np.exp(x64 - x64.max(-1, keepdims=True))
+    p64 /= p64.sum(-1, keepdims=True)
+    dx64 = p64 * (g - (g * p64).sum(-1, keepdims=True))
+    for f in (mb._softmax_cpu, mx.compile(mb._softmax_cpu)):
+        p, vjp = mx.vjp(f, [mx.array(x)], [mx.array(g)])
+        assert np.abs(np.array(p[0]) - p64).max() < 1e-6
+        assert np.array(p[0])[..., 40:].max() < 1e-30  # masked keys get e^-87 / sum: nothing
+        assert np.abs(np.array(vjp[0]) - dx64).max() < 1e-5
+    # the dispatcher picks it for float32 on a CPU-only MLX, and mx.softmax elsewhere: same numbers either way
+    assert np.abs(np.array(mb.softmax(mx.array(x))) - p64).max() < 1e-6
+
+
 def test_gradient_accumulation_memory_is_bounded_by_one_micro_batch(tm):
     """Eight micro-batches must not hold eight micro-batches' activations at once (one lazy graph over the whole
     step did: 5x the peak of one micro-batch here, and out of memory on an H100 at the h100 profile)."""
