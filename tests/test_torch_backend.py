@@ -29,13 +29,19 @@ needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (compile, Fle
 
 @pytest.fixture(scope="module")
 def tt():
-    """train_torch imported under the ci profile (its hyperparameters read the profile at import)."""
+    """train_torch imported under the ci profile (its hyperparameters read the profile at import), on the CPU even
+    where a GPU is present: these tests check float32 CPU semantics; the CUDA tests below move models themselves."""
+    from backends import torch_backend
+
     mp = pytest.MonkeyPatch()
     mp.setenv("AUTORESEARCH_PROFILE", "ci")
+    mp.setenv("AUTORESEARCH_BACKEND", "cpu")
+    torch_backend.detect.cache_clear()
     import train_torch
 
     yield train_torch
     mp.undo()
+    torch_backend.detect.cache_clear()
 
 
 def small_model(tt, pattern="SSSL", n_layer=2, T=16, vocab=64, seed=0):
@@ -353,14 +359,18 @@ def test_eval_adapter_chunks_and_pads(tt):
 
 def test_device_choice_and_override(tt, monkeypatch):
     tb = tt.tb
-    dev = tb.detect()
-    assert dev.type in ("cuda", "mps", "cpu") and dev.reason
-    assert tb.COMPUTE_DTYPE == (torch.bfloat16 if dev.type == "cuda" else torch.float32)
-    assert tb.device_name()
-    assert tb.peak_memory_mb() > 0
-    tb.sync()
+    monkeypatch.delenv("AUTORESEARCH_BACKEND")  # the fixture pins the CPU: here, detect for real
     tb.detect.cache_clear()
     try:
+        dev = tb.detect()
+        assert dev.type in ("cuda", "mps", "cpu") and dev.reason
+        assert dev.type == ("cuda" if CUDA else dev.type)
+        assert tb.COMPUTE_DTYPE == (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+        assert tb.device_name()
+        keep = torch.ones(1024, device=dev.type)  # something allocated on the device, so its peak is > 0
+        tb.sync()
+        assert tb.peak_memory_mb() > 0 and keep.sum().item() == 1024
+        tb.detect.cache_clear()
         monkeypatch.setenv("AUTORESEARCH_BACKEND", "cpu")
         assert tb.detect().type == "cpu" and "AUTORESEARCH_BACKEND" in tb.detect().reason
         tb.detect.cache_clear()
