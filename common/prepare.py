@@ -30,7 +30,14 @@ from common import paths
 from common.evaluate import unigram_bpb
 from common.shards import read_shard, write_shard
 from common.sources import SkipCounts, SourceError, held_out, is_val_file, iter_batches, list_text_files
-from common.tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer, save_tokenizer, sha256_file, train_tokenizer
+from common.tokenizer import (
+    DEFAULT_VOCAB_SIZE,
+    ENCODER,
+    Tokenizer,
+    save_tokenizer,
+    sha256_file,
+    train_tokenizer,
+)
 
 REMOTE = ("climbmix", "tinystories")
 HELD_OUT_PERMILLE = 10  # 1% of documents held out as val when a local corpus has no val.* file
@@ -205,6 +212,7 @@ def _ensure_shards(m, data_dir, train_files, val_files, tok_sha) -> None:
         if (
             expected.get(name) != e["sources"]
             or e["tokenizer_sha256"] != tok_sha
+            or e.get("encoder") != ENCODER
             or not (data_dir / e["path"]).exists()
         ):
             del shards[name]
@@ -239,6 +247,7 @@ def _ensure_shards(m, data_dir, train_files, val_files, tok_sha) -> None:
                 "num_docs": len(docs[role]),
                 "num_tokens": ntok,
                 "tokenizer_sha256": tok_sha,
+                "encoder": ENCODER,
             }
         skipped[next(iter(names.values()))] = skips.to_dict()
         mf.save(data_dir, m)  # after every file: Ctrl-C loses at most the file in progress

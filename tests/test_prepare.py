@@ -66,6 +66,24 @@ def test_rerun_is_a_no_op_and_resumes(small_corpus, tmp_path, monkeypatch):
     PreparedData.open(out)
 
 
+def test_shards_from_another_encoder_are_remade(small_corpus, tmp_path):
+    import json
+
+    out = tmp_path / "d"
+    prepare(str(small_corpus), out, vocab_size=512)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {e["encoder"] for e in manifest["shards"].values()} == {"tiktoken"}
+    first = out / "tokens" / "train_00000.bin"
+    before = first.read_bytes()
+    del manifest["shards"]["train_00000"]["encoder"]  # as written before encoding moved to tiktoken
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    mtime = first.stat().st_mtime_ns
+    prepare(str(small_corpus), out, vocab_size=512)
+    assert first.stat().st_mtime_ns != mtime and first.read_bytes() == before  # re-made, same ids
+    assert json.loads((out / "manifest.json").read_text())["shards"]["train_00000"]["encoder"] == "tiktoken"
+    PreparedData.open(out)
+
+
 def test_corrupt_and_wrong_files_are_named(prepared, tmp_path):
     import shutil
 

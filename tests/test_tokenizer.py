@@ -63,3 +63,21 @@ def test_too_little_text():
 def test_vocab_range():
     with pytest.raises(ValueError, match="uint16"):
         train_tokenizer(["x"], vocab_size=70000)
+
+
+def test_tiktoken_encoding_matches_hf_tokenizers(tok):
+    # Encoding runs through tiktoken built from the HF BPE; it must give HF's ids, on edge cases and on a corpus.
+    t, _ = tok
+    texts = SAMPLES + make_docs(200, 7) + ["a" * 5000, "1234567890" * 50, " \n" * 300, "x\u2028y\u00a0z"]
+    assert [t.encode(x) for x in texts] == [t.encode_hf(x) for x in texts]
+    assert t.encode_batch(texts) == [t.encode_hf(x) for x in texts]
+
+
+def test_tiktoken_refuses_a_foreign_tokenizer():
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models
+
+    from common.tokenizer import tiktoken_encoding
+
+    with pytest.raises(ValueError, match="prepare the data again"):
+        tiktoken_encoding(HFTokenizer(models.WordLevel({"a": 0}, unk_token="a")))
