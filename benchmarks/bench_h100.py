@@ -78,11 +78,11 @@ def prepare(corpus: Path, data_dir: Path) -> float:
 
 def parse_spec(spec: str) -> dict:
     """A run: `[torch:|mlx:]PATTERN[,NAME=VALUE...]`, e.g. `SSSL`, `mlx:SSSL`, `SSSL,DEVICE_BATCH_SIZE=64`."""
-    backend, _, rest = spec.rpartition(":")
-    backend = backend or "torch"
+    head = spec.split(",", 1)[0]  # the backend prefix can only be before the first override
+    backend, rest = spec.split(":", 1) if ":" in head else ("torch", spec)
     if backend not in ("torch", "mlx"):
         raise SystemExit(f"run {spec!r}: backend must be torch or mlx")
-    pattern, *sets = rest.split(",")
+    pattern, *sets = rest.split(",")  # so an override's value cannot contain a comma: use a name for tuples
     if not re.fullmatch(r"[SL]+", pattern):
         raise SystemExit(f"run {spec!r}: window pattern must be made of S and L")
     overrides = {}
@@ -97,10 +97,11 @@ def parse_spec(spec: str) -> dict:
 
 
 def script_for(run: dict, i: int) -> Path:
-    """A copy of the run's training script with its constants replaced (each must be a top-level `NAME = ...`)."""
+    """A copy of the run's training script with its constants replaced (each a one-line top-level `NAME = ...`)."""
     src = (ROOT / f"train_{run['backend']}.py").read_text()
     for name, value in run["overrides"].items():
-        src, n = re.subn(rf"^{name} = .*$", f"{name} = {value}", src, count=1, flags=re.M)
+        line = f"{name} = {value}"
+        src, n = re.subn(rf"^{name} = .*$", lambda m, line=line: line, src, count=1, flags=re.M)
         if n != 1:
             raise SystemExit(f"train_{run['backend']}.py has no top-level `{name} = ...` line to set")
     path = ROOT / ".stage" / f"run{i}_train_{run['backend']}.py"

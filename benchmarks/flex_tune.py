@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 B, H, T, D, W = 128, 4, 2048, 128, 1024
@@ -85,12 +86,18 @@ def main() -> int:
         return run
 
     rows = []
-    ms = timed(fwd_bwd(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True, scale=scale)))
+
+    def cudnn_causal(a, b, c):
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            return F.scaled_dot_product_attention(a, b, c, is_causal=True, scale=scale)
+
+    ms = timed(fwd_bwd(cudnn_causal))
     rows.append(dict(name="cuDNN SDPA causal (an L layer)", ms=ms))
     print(f"{rows[-1]['name']:<36} {ms:7.2f} ms fwd+bwd", flush=True)
     ref = None
     for name, opts in CONFIGS.items():
         t0 = time.time()
+        torch._dynamo.reset()  # a fresh compile per option set (else the recompile limit can fall back to eager)
         try:
             f = torch.compile(
                 lambda a, b, c, o=opts: flex_attention(
@@ -100,8 +107,8 @@ def main() -> int:
             run = fwd_bwd(f)
             o = run()
             got = [o.detach().float(), *(t.grad.float() for t in (q, k, v))]
-            if ref is None:
-                ref = got
+            if ref is None:  # the first configuration that runs (the defaults, unless they fail)
+                ref, ref_name = got, name
             err = max((g - r).abs().max().item() for g, r in zip(got, ref))
             ms = timed(run)
             rows.append(
@@ -109,7 +116,7 @@ def main() -> int:
                     name=f"flex window: {name}",
                     opts=opts,
                     ms=ms,
-                    max_diff_vs_default=err,
+                    max_diff_vs=(ref_name, err),
                     compile_s=time.time() - t0,
                 )
             )

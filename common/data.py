@@ -9,6 +9,7 @@ Every file is checked against the manifest's sha256 the first time it is used (t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -117,9 +118,12 @@ class PreparedData:
 
     def val_rows(self, seq_len: int, eval_tokens: int) -> np.ndarray:
         """The fixed val set: the val split's documents in order, packed into rows of seq_len+1 until the rows hold
-        eval_tokens target tokens (eval_tokens // seq_len rows). Cached on disk, keyed by the tokenizer hash."""
+        eval_tokens target tokens (eval_tokens // seq_len rows). Cached on disk, keyed by the val shards' sha256
+        (a re-made shard, e.g. by another encoder, gets fresh rows)."""
         n_rows = max(1, eval_tokens // seq_len)
-        cache = self.dir / "val" / f"val_T{seq_len}_E{eval_tokens}_{self.tokenizer_sha256[:12]}.npy"
+        val_shas = sorted(e["sha256"] for e in self.manifest["shards"].values() if e["role"] == "val")
+        key = hashlib.sha256("".join([self.tokenizer_sha256, *val_shas]).encode()).hexdigest()[:12]
+        cache = self.dir / "val" / f"val_T{seq_len}_E{eval_tokens}_{key}.npy"
         if cache.exists():
             rows = np.load(cache)
             if rows.shape[1] == seq_len + 1 and rows.dtype == np.int32:

@@ -288,7 +288,9 @@ def _first_layer_divergence(tw_mod, mx_mod, torch_device, cfg_full, weights, idx
     addition makes them disagree."""
     from dataclasses import replace
 
-    windows = tw_mod.GPT._compute_window_sizes(cfg_full)
+    # each twin's own windows: a port's bug in _compute_window_sizes must show up, not be overridden
+    windows_t = tw_mod.GPT._compute_window_sizes(cfg_full)
+    windows_m = mx_mod.GPT._compute_window_sizes(cfg_full)
     for k in range(1, cfg_full.n_layer + 1):
         cfg = replace(cfg_full, n_layer=k)
         tt = TorchTwin(tw_mod, torch_device, "float32")
@@ -300,12 +302,12 @@ def _first_layer_divergence(tw_mod, mx_mod, torch_device, cfg_full, weights, idx
         tt.build(cfg, sub)
         mt = MlxTwin(mx_mod, "float32")
         mt.build(cfg, sub)
-        tt.set_windows(windows[:k])
-        mt.set_windows(windows[:k])
+        tt.set_windows(windows_t[:k])
+        mt.set_windows(windows_m[:k])
         a, b = tt.logits(idx), mt.logits(idx)
         if np.abs(a - b).max() > LOGITS_REL * max(np.abs(a).max(), 1e-30):
             return (
-                f"first divergence in transformer.h.{k - 1} (window {windows[k - 1]}): the first {k} layer(s) "
+                f"first divergence in transformer.h.{k - 1} (window {windows_t[k - 1]}): the first {k} layer(s) "
                 "already disagree"
             )
     return "every truncated model agrees: the difference is in what follows the blocks (final norm, lm_head, softcap)"

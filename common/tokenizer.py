@@ -181,7 +181,8 @@ class Tokenizer:
         return self.encoder.encode_ordinary(text)
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return self.encoder.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1)
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return self.encoder.encode_ordinary_batch(texts, num_threads=threads)
 
     def encode_hf(self, text: str) -> list[int]:
         """HF tokenizers' own encoding of the same BPE (the reference the tests hold tiktoken to)."""

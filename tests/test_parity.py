@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -115,8 +116,15 @@ def test_every_target_is_a_real_token(prepared):
     from common.data import PreparedData
 
     data = PreparedData.open(prepared)
+    from common.tokenizer import SPECIAL_TOKENS, Tokenizer
+
+    tok = Tokenizer.load(data.dir / "tokenizer.json")
+    padding = [tok.tok.token_to_id(t) for t in SPECIAL_TOKENS if t != "<|bos|>"]  # eos, pad, reserved
     for (x, y, _), _ in zip(data.train_batches(4, 32, seed=0, prefetch=0), range(50)):
         assert y.min() >= 0 and y.max() < data.vocab_size
+        assert not np.isin(
+            y, padding
+        ).any()  # BOS may be a target (a new document starts); nothing else special
         assert (x[:, 1:] == y[:, :-1]).all()
     val = data.val_rows(32, 32 * 16)
-    assert val.min() >= 0 and val.max() < data.vocab_size
+    assert val.min() >= 0 and val.max() < data.vocab_size and not np.isin(val, padding).any()
