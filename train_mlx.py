@@ -5,9 +5,10 @@
 
 AGENT-EDITABLE. Twin of train_torch.py (docs/twins.md): same sections, names, model and optimizer math; `diff` shows
 framework differences only. Metal and CUDA: bf16 compute over float32 master weights (layers cast them at use: MLX
-has no autocast). CPU: float32. Everywhere the whole training step (micro-batches and optimizer) is one mx.compile
-graph and attention is MLX's fused kernel with a boolean window mask. The step count is fixed from a calibrated step
-time (see "Time accounting"), so reruns agree. Importing it has no side effects: tests and `autoresearch parity`
+has no autocast). CPU: float32. Everywhere the micro-step (forward + backward) and the optimizer update are each
+one mx.compile graph; attention is MLX's fused kernel with a boolean window mask on GPUs, and on the CPU the same math
+with the backend's vectorised softmax. The step count is fixed from a calibrated step time (see "Time accounting"),
+so reruns agree. Importing it has no side effects: tests and `autoresearch parity`
 build from it.
 """
 
