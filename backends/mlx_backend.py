@@ -264,8 +264,8 @@ def _softmax_cpu_vjp(primals, cotangent, output):
 
 
 def softmax(x):
-    """Softmax over the last axis: mx.softmax, or on the CPU the same with `exp_cpu` (attention scores: ~3x faster)
-    and a hand-written backward (one pass, instead of autodiff through the exp)."""
+    """Softmax over the last axis: mx.softmax, or on the CPU the same with `exp_cpu` (one attention block of the cpu
+    profile: 57 -> 33 ms) and a hand-written backward (one pass, instead of autodiff through the exp)."""
     return _softmax_cpu(x) if cpu_math(x) else mx.softmax(x, axis=-1, precise=True)
 
 
