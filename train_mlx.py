@@ -91,7 +91,8 @@ def attention(q, k, v, mask, scale):
     if not mb.cpu_math(q):
         return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
     # On the CPU MLX's attention is unfused anyway, and its softmax runs a scalar exp: the same math with the
-    # backend's vectorised softmax is ~2x faster. mask: "causal" or a boolean (T, T), True = attend.
+    # backend's vectorised softmax is 1.7x faster (57 -> 33 ms a block at the cpu profile). mask: "causal" or a
+    # boolean (T, T), True = attend.
     T = q.shape[2]
     if isinstance(mask, str):
         i = mx.arange(T)

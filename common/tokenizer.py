@@ -5,10 +5,10 @@ Trained on the training split only, saved as `tokenizer.json` with its sha256 re
 UTF-8 text round-trips exactly.
 
 Encoding runs through tiktoken, built from the same vocabulary and split pattern (as upstream encodes its own BPE):
-3.7x HF's batch encoder on Wikipedia articles on this project's 2-core box (HF is ~20% faster
-on short paragraphs). tiktoken merges by the rank of the merged token, HF by the
-rank of the pair; for a BPE trained here they agree (600 of 600 Wikipedia articles, 8.9 MB, identical ids), and
-every shard records the encoder that wrote it, so a prepared dataset never mixes the two.
+3.7x HF's batch encoder on Wikipedia articles on this project's 2-core box (HF is ~20% faster on short paragraphs).
+tiktoken merges by the rank of the merged token, HF by the rank of the pair; for a BPE trained here they agree (600
+of 600 Wikipedia articles, 8.9 MB, identical ids), and every shard records the encoder that wrote it, so a prepared
+dataset never mixes the two.
 """
 
 from __future__ import annotations
