@@ -249,10 +249,12 @@ class GPT(nn.Module):
     def window_masks(self, seq_len):
         """Per-layer masks for sequences of seq_len: "causal", or for a window w the query chunks
         [(q0, q1, k0, mask)]: queries q0..q1-1 see keys k0..q1-1 only (k0 = q0 - w), the first chunk plain causal,
-        the others a slice of the full-length window mask."""
+        the others a slice of the full-length window mask (one chunk, the whole mask, past 8 chunks)."""
         return [self._window_chunks(w, seq_len) if w < seq_len - 1 else "causal" for w in self._window_sizes]
 
     def _window_chunks(self, w, seq_len):
+        if seq_len > 8 * w:  # many small chunks cost more in kernel calls than they save: one masked call
+            return [(0, seq_len, 0, self._masks[str(w)][:seq_len, :seq_len])]
         chunks = []
         for q0 in range(0, seq_len, w):
             q1, k0 = min(q0 + w, seq_len), max(0, q0 - w)

@@ -428,6 +428,12 @@ def test_window_masks_attend_to_w_plus_one_keys(tm, monkeypatch):
     assert [(q0, q1, k0) for q0, q1, k0, _ in model.window_masks(12)[0]] == [(0, 8, 0), (8, 12, 0)]
     assert np.array_equal(np.array(model.window_masks(12)[0][1][3]), whole[8:12, 0:12])
     assert model.window_masks(9) == ["causal"] * 4
+    # a window under 1/8 of the sequence: one call with the whole mask
+    long = tiny_model(tm, n_layer=2, seq=128)
+    long._window_sizes = [8, 128]
+    long._masks = {"8": tm.window_mask(128, 8)}
+    ((q0, q1, k0, m),) = long.window_masks(128)[0]
+    assert (q0, q1, k0) == (0, 128, 0) and np.array_equal(np.array(m), np.array(tm.window_mask(128, 8)))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
