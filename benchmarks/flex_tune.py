@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from gpu_profile import bench  # median ms by CUDA events (this script's folder is on sys.path)
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
@@ -44,20 +45,6 @@ CONFIGS = {
         "num_warps": 4,
     },
 }
-
-
-def timed(fn, reps=10, warm=3) -> float:
-    for _ in range(warm):
-        fn()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return sorted(times)[len(times) // 2]
 
 
 def main() -> int:
@@ -91,7 +78,7 @@ def main() -> int:
         with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
             return F.scaled_dot_product_attention(a, b, c, is_causal=True, scale=scale)
 
-    ms = timed(fwd_bwd(cudnn_causal))
+    ms = bench(fwd_bwd(cudnn_causal))
     rows.append(dict(name="cuDNN SDPA causal (an L layer)", ms=ms))
     print(f"{rows[-1]['name']:<36} {ms:7.2f} ms fwd+bwd", flush=True)
     ref = None
@@ -110,7 +97,7 @@ def main() -> int:
             if ref is None:  # the first configuration that runs (the defaults, unless they fail)
                 ref, ref_name = got, name
             err = max((g - r).abs().max().item() for g, r in zip(got, ref))
-            ms = timed(run)
+            ms = bench(run)
             rows.append(
                 dict(
                     name=f"flex window: {name}",
