@@ -1,9 +1,10 @@
-"""CPU training and eval throughput of the twin scripts on one tiny shape (the `cpu` profile: depth 2, T=256,
-16 x 256 = 4,096 tokens per step, vocab 8192), on random tokens: no prepared data needed.
+"""CPU training and eval throughput of the twin scripts at a profile's shape (by default the `cpu` profile: depth 2,
+T=256, 16 x 256 = 4,096 tokens per step, vocab 8192), on random tokens: no prepared data needed.
 
     python benchmarks/bench_train_cpu.py                 # MLX compiled, MLX eager, and train_torch.py if it imports
     python benchmarks/bench_train_cpu.py --ablations     # plus MLX with each CPU optimization undone
     python benchmarks/bench_train_cpu.py --steps 20 --eval-tokens 65536
+    python benchmarks/bench_train_cpu.py --profile laptop --only mlx --steps 2 --eval-tokens 8192   # T 1024, minutes
 
 Every configuration runs in its own process (MLX with OpenBLAS preloaded where the system has it, as the runner
 does), so peak memory and threads are its own. Prints train tokens/s, step time, eval tokens/s and peak memory.
@@ -191,6 +192,12 @@ def main() -> None:
     ap.add_argument("--eval-tokens", type=int, default=32768, help="eval tokens per configuration")
     ap.add_argument("--ablations", action="store_true", help="also MLX with each CPU optimization undone")
     ap.add_argument("--only", default=None, help="comma-separated configuration names")
+    sys.path.insert(0, str(ROOT))
+    from common.profiles import PROFILES
+
+    ap.add_argument(
+        "--profile", default="cpu", choices=sorted(PROFILES), help="the profile whose shape to run"
+    )
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -204,7 +211,7 @@ def main() -> None:
     device = "-"
     for name in names:
         framework, desc, opts = {**CONFIGS, **ABLATIONS}[name]
-        env = dict(os.environ, AUTORESEARCH_PROFILE="cpu", PYTHONUNBUFFERED="1")
+        env = dict(os.environ, AUTORESEARCH_PROFILE=args.profile, PYTHONUNBUFFERED="1")
         if (
             framework == "mlx"
             and not opts.get("refblas")
@@ -230,7 +237,9 @@ def main() -> None:
             f"{peak:>8s} {r['rss_mb']:10.0f} {r['compile_s']:9.1f}  {desc}",
             flush=True,
         )
-    print(f"shape: the cpu profile, vocab {VOCAB}, random tokens; device: {device}, {os.cpu_count()} cores")
+    print(
+        f"shape: the {args.profile} profile, vocab {VOCAB}, random tokens; device: {device}, {os.cpu_count()} cores"
+    )
 
 
 if __name__ == "__main__":
