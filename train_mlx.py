@@ -87,22 +87,12 @@ def window_mask(seq_len, window):
 
 
 def attention(q, k, v, mask, scale):
-    # q, k, v: (B, H, T, D). mask: "causal", a boolean (T, T) (True = attend), or a window's query chunks.
-    if isinstance(mask, list):
-        # A window w: queries in chunks of w, each against only the 2w keys its window can reach, so a layer with
-        # w = T/2 computes 5/8 of the T x T scores (MLX's kernels skip no masked tiles but causal ones).
-        return mx.concatenate(
-            [_attention(q[:, :, q0:q1], k[:, :, k0:q1], v[:, :, k0:q1], m, scale) for q0, q1, k0, m in mask],
-            axis=2,
-        )
-    return _attention(q, k, v, mask, scale)
-
-
-def _attention(q, k, v, mask, scale):
+    # q, k, v: (B, H, T, D).
     if not mb.cpu_math(q):
         return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
     # On the CPU MLX's attention is unfused anyway, and its softmax runs a scalar exp: the same math with the
-    # backend's vectorised softmax is 1.7x faster (57 -> 33 ms a block at the cpu profile).
+    # backend's vectorised softmax is 1.7x faster (57 -> 33 ms a block at the cpu profile). mask: "causal" or a
+    # boolean (T, T), True = attend.
     T = q.shape[2]
     if isinstance(mask, str):
         i = mx.arange(T)
@@ -247,19 +237,11 @@ class GPT(nn.Module):
         return 6 * (self.num_params() - excluded) + attn
 
     def window_masks(self, seq_len):
-        """Per-layer masks for sequences of seq_len: "causal", or for a window w the query chunks
-        [(q0, q1, k0, mask)]: queries q0..q1-1 see keys k0..q1-1 only (k0 = q0 - w), the first chunk plain causal,
-        the others a slice of the full-length window mask (one chunk, the whole mask, past 8 chunks)."""
-        return [self._window_chunks(w, seq_len) if w < seq_len - 1 else "causal" for w in self._window_sizes]
-
-    def _window_chunks(self, w, seq_len):
-        if seq_len > 8 * w:  # many small chunks cost more in kernel calls than they save: one masked call
-            return [(0, seq_len, 0, self._masks[str(w)][:seq_len, :seq_len])]
-        chunks = []
-        for q0 in range(0, seq_len, w):
-            q1, k0 = min(q0 + w, seq_len), max(0, q0 - w)
-            chunks.append((q0, q1, k0, "causal" if q0 == 0 else self._masks[str(w)][q0:q1, k0:q1]))
-        return chunks
+        """Per-layer masks for sequences of seq_len: "causal", or the full-length window mask sliced."""
+        return [
+            self._masks[str(w)][:seq_len, :seq_len] if w < seq_len - 1 else "causal"
+            for w in self._window_sizes
+        ]
 
     def __call__(self, idx, targets=None, reduction="mean"):
         T = idx.shape[1]
