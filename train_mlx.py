@@ -37,6 +37,8 @@ from common.summary import print_summary
 # isort: split
 from backends import mlx_backend as mb
 
+T_IMPORTED = time.time()  # startup_seconds = imports + device + data + model
+
 # ---------------------------------------------------------------------------------------------------------------
 # GPT model
 # ---------------------------------------------------------------------------------------------------------------
@@ -559,10 +561,12 @@ def main():
     # -----------------------------------------------------------------------------------------------------------------
     mb.setup()  # prints the device and why
     device = mb.device_name()
+    marks = [("imports", T_IMPORTED), ("device", time.time())]  # startup phases, printed below
     compiled = COMPILE
     mx.random.seed(SEED)
     data = PreparedData.open()
     val_rows = data.val_rows(MAX_SEQ_LEN, EVAL_TOKENS)
+    marks.append(("data", time.time()))
 
     model_dim = math.ceil(DEPTH * ASPECT_RATIO / HEAD_DIM) * HEAD_DIM
     n_head = model_dim // HEAD_DIM
@@ -600,7 +604,10 @@ def main():
     print(
         f"batch {TOTAL_BATCH_SIZE:,} tokens = {grad_accum_steps} x {DEVICE_BATCH_SIZE} x {MAX_SEQ_LEN}; budget {TIME_BUDGET:.0f}s"
     )
-    startup_seconds = time.time() - T_START  # from before `import mlx`
+    marks.append(("model", time.time()))
+    startup_seconds = marks[-1][1] - T_START  # from before `import mlx`
+    phases = zip(marks, [("start", T_START)] + marks)
+    print(f"startup {startup_seconds:.1f}s: " + ", ".join(f"{n} {t - t0:.1f}s" for (n, t), (_, t0) in phases))
 
     # -----------------------------------------------------------------------------------------------------------------
     # Time accounting

@@ -34,6 +34,8 @@ from common.summary import print_summary
 # isort: split
 from backends import torch_backend as tb
 
+T_IMPORTED = time.time()  # startup_seconds = imports + device + data + model
+
 # ---------------------------------------------------------------------------------------------------------------
 # GPT model
 # ---------------------------------------------------------------------------------------------------------------
@@ -563,9 +565,11 @@ def main():
     compiled = COMPILE and dev.compile
     mode = dev.compile_reason if compiled or not dev.compile else "eager (COMPILE = False)"
     print(f"backend {dev.type} ({dev.reason}): {device}; {mode}", flush=True)
+    marks = [("imports", T_IMPORTED), ("device", time.time())]  # startup phases, printed below
     torch.manual_seed(SEED)
     data = PreparedData.open()
     val_rows = data.val_rows(MAX_SEQ_LEN, EVAL_TOKENS)
+    marks.append(("data", time.time()))
 
     model_dim = math.ceil(DEPTH * ASPECT_RATIO / HEAD_DIM) * HEAD_DIM
     n_head = model_dim // HEAD_DIM
@@ -602,7 +606,10 @@ def main():
     print(
         f"batch {TOTAL_BATCH_SIZE:,} tokens = {grad_accum_steps} x {DEVICE_BATCH_SIZE} x {MAX_SEQ_LEN}; budget {TIME_BUDGET:.0f}s"
     )
-    startup_seconds = time.time() - T_START  # from before `import torch`
+    marks.append(("model", time.time()))
+    startup_seconds = marks[-1][1] - T_START  # from before `import torch`
+    phases = zip(marks, [("start", T_START)] + marks)
+    print(f"startup {startup_seconds:.1f}s: " + ", ".join(f"{n} {t - t0:.1f}s" for (n, t), (_, t0) in phases))
 
     # -----------------------------------------------------------------------------------------------------------------
     # Time accounting
