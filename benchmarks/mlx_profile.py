@@ -32,7 +32,7 @@ from backends import mlx_backend as mb  # noqa: E402
 ROWS = []
 
 
-def bench(name, fn, reps, flop=None, note=""):
+def median_ms(fn, reps):
     """Median milliseconds of fn() (which returns arrays to evaluate), after 2 warm-ups."""
     for _ in range(2):
         mx.eval(fn())
@@ -43,7 +43,11 @@ def bench(name, fn, reps, flop=None, note=""):
         mx.eval(fn())
         mx.synchronize()
         times.append((time.perf_counter() - t) * 1e3)
-    ms = sorted(times)[len(times) // 2]
+    return sorted(times)[len(times) // 2]
+
+
+def bench(name, fn, reps, flop=None, note=""):
+    ms = median_ms(fn, reps)
     tflops = flop / ms / 1e9 if flop else None
     ROWS.append(dict(name=name, ms=ms, tflops=tflops, note=note))
     rate = f"{tflops:7.1f} TFLOP/s" if tflops else " " * 15

@@ -220,8 +220,7 @@ class MlxTwin:
 
     def set_windows(self, sizes: list[int]) -> None:
         self.model._window_sizes = list(sizes)
-        T = self.model.config.sequence_len
-        self.model._masks = {str(w): self.mod.window_mask(T, w) for w in set(sizes) if w < T - 1}
+        self.model._build_masks()
 
     def _a(self, a):
         return self.mx.array(np.ascontiguousarray(a).astype(np.int32))

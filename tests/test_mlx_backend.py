@@ -423,6 +423,48 @@ def test_window_masks_attend_to_w_plus_one_keys(tm):
     assert model.window_masks(9) == ["causal"] * 4
 
 
+@pytest.mark.parametrize("chunk", [3, 4, 8, 11])
+def test_window_chunks_equal_one_masked_call(tm, chunk):
+    """The GPU's chunked window attention (WINDOW_CHUNK) computes what one call with the full mask does, output and
+    q, k, v gradients: every chunk sees exactly the keys its rows' windows hold, and a chunk marked "causal" (the
+    kernel's bottom-right aligned mask, fewer rows than keys) loses none of them."""
+    T, w = 16, 8
+    plan = tm.window_chunks(T, w, chunk)
+    assert [(q0, q1) for q0, q1, _, _ in plan] == [(q0, min(q0 + chunk, T)) for q0 in range(0, T, chunk)]
+    for q0, q1, k0, m in plan:
+        assert k0 == max(0, q0 - w)  # the first key any row of the chunk can see
+        assert (m == "causal") == (k0 == 0 and q1 - 1 <= w)
+    rng = np.random.default_rng(chunk)
+    q, k, v, dout = (mx.array(rng.standard_normal((2, 2, T, 8)).astype(np.float32)) for _ in range(4))
+
+    def run(mask):
+        return mx.vjp(lambda q, k, v: tm.attention(q, k, v, mask, 8**-0.5), [q, k, v], [dout])
+
+    (out, *_), grads = run(plan)
+    (ref, *_), ref_grads = run(tm.window_mask(T, w))
+    np.testing.assert_allclose(np.array(out), np.array(ref), atol=1e-5)
+    for g, r in zip(grads, ref_grads):
+        np.testing.assert_allclose(np.array(g), np.array(r), atol=1e-5)
+
+
+def test_window_chunk_plans_only_at_full_length(tm, monkeypatch):
+    monkeypatch.setattr(tm, "WINDOW_CHUNK", 4)
+    T = 16
+    model = tiny_model(tm, n_layer=4, seq=T)  # S S S L
+    masks = model.window_masks(T)
+    assert all(isinstance(m, list) for m in masks[:3]) and masks[3] == "causal"
+    assert masks[0] is model._chunks["8"]  # built once in __init__, outside any compiled graph
+    assert not isinstance(model.window_masks(12)[0], list)  # shorter sequences slice the full mask
+    # the chunked model computes the same loss as the one-call model
+    x = mx.array(np.random.default_rng(0).integers(0, 64, (2, T)).astype(np.int32))
+    chunked = model(x, x).item()
+    model._chunks = {}
+    assert abs(chunked - model(x, x).item()) < 1e-5
+    monkeypatch.setattr(tm, "WINDOW_CHUNK", 0)
+    model._build_masks()
+    assert model._chunks == {}
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Backend: weight I/O, eval adapter
 
