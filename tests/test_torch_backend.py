@@ -274,6 +274,25 @@ def test_window_mask_attends_to_window_plus_one_keys(tt, window):
     torch.testing.assert_close(tt.attention(q, k, v, mask, 8**-0.5), manual_attention(q, k, v, allowed))
 
 
+@pytest.mark.parametrize("chunk", [3, 8, 11])
+def test_window_chunks_equal_one_masked_call(tt, chunk):
+    """The compiled CUDA path's chunked window attention (WINDOW_CHUNK: a leading chunk through SDPA's causal
+    kernel, the rest through FlexAttention) computes what one SDPA call with the full boolean mask does. Forward on
+    the CPU (FlexAttention has no CPU backward); the CUDA test below checks gradients."""
+    T, w = 16, 8
+    plan = tt.window_chunks(T, w, chunk, "cpu")
+    assert [(q0, q1) for q0, q1, _, _ in plan] == [(q0, min(q0 + chunk, T)) for q0 in range(0, T, chunk)]
+    for q0, q1, k0, m in plan:
+        assert k0 == max(0, q0 - w)
+        assert (m is None) == (q0 == 0 and q1 - 1 <= w)  # SDPA's causal mask only where it is the window's
+    g = torch.Generator().manual_seed(chunk)
+    q, k, v = (torch.randn(2, 2, T, 8, generator=g) for _ in range(3))
+    with torch.no_grad():
+        got = tt.attention(q, k, v, plan, 8**-0.5)
+        ref = tt.attention(q, k, v, tt.window_mask(T, w, "cpu", flex=False), 8**-0.5)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
 def test_window_sizes_and_flops(tt):
     model = small_model(tt, pattern="SSSL", n_layer=6, T=16)
     assert model._window_sizes == [8, 8, 8, 16, 8, 16]  # cycled, last layer always long
@@ -408,6 +427,28 @@ def test_cuda_compiled_flex_matches_eager_sdpa(tt):
         got = torch.compile(model, dynamic=False)(x, x, reduction="none")
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, ref, rtol=2e-2, atol=2e-2)
+
+
+@needs_cuda
+def test_cuda_window_chunks_gradients(tt):
+    """Compiled chunked windows (cuDNN causal + FlexAttention chunks) against eager SDPA with the full boolean mask:
+    output and q, k, v gradients."""
+    T, w = 512, 256
+    plan = tt.window_chunks(T, w, w, "cuda")
+    qkv = [torch.randn(2, 4, T, 64, device="cuda", requires_grad=True) for _ in range(3)]
+    dout = torch.randn(2, 4, T, 64, device="cuda")
+
+    def run(fn, mask):
+        for t in qkv:
+            t.grad = None
+        out = fn(*qkv, mask, 64**-0.5)
+        out.backward(dout)
+        return [out.detach(), *(t.grad for t in qkv)]
+
+    got = run(torch.compile(tt.attention, dynamic=False), plan)
+    ref = run(tt.attention, tt.window_mask(T, w, "cuda", flex=False))
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-2)
 
 
 @needs_cuda
