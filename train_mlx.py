@@ -293,60 +293,34 @@ class GPT(nn.Module):
             ve = self.value_embeds[str(i)](idx).astype(x.dtype) if str(i) in self.value_embeds else None
             x = block(x, ve, cos, sin, masks[i])
         x = norm(x)
-        logits = self.lm_head(x)
+        logits = self.lm_head(x).astype(mx.float32)
         if targets is None:
-            return SOFTCAP * mb.tanh(logits.astype(mx.float32) / SOFTCAP)
-        loss = softcap_cross_entropy(logits, targets)
+            return SOFTCAP * mb.tanh(logits / SOFTCAP)
+        loss = softcap_cross_entropy(logits, targets)[0]
         return loss.reshape(-1) if reduction == "none" else loss.mean()
 
 
-def softcap_cross_entropy(logits, targets):
-    """Per-token cross-entropy of SOFTCAP * tanh(logits / SOFTCAP), computed in float32 from logits in the compute
-    dtype, with a hand-written backward: on a GPU it saves the logits and one log-sum-exp per row and recomputes the
-    rest (the torch twin's SoftcapCrossEntropy: memory binds there); on the CPU it saves tanh and exp instead, so the
-    backward needs no transcendental (they dominate a CPU step)."""
-    if mb.cpu_math(logits):
-        return _softcap_ce_saving(logits, targets)[0]
-    return _softcap_ce_recomputing(logits, targets)[0]
-
-
 @mx.custom_function
-def _softcap_ce_saving(logits, targets):
-    # (loss, t, e, s): t = tanh(logits / SOFTCAP), e = exp(SOFTCAP * t), s = sum(e), all float32, kept for the VJP.
-    t = mb.tanh(logits / SOFTCAP)  # on the CPU a 4x faster drop-in for mx.tanh (see the backend)
+def softcap_cross_entropy(logits, targets):
+    """Per-token cross-entropy of SOFTCAP * tanh(logits / SOFTCAP), in float32, with a hand-written backward.
+    Returns (loss, t, e, s): t = tanh(logits / SOFTCAP), e = exp(SOFTCAP * t) and s = sum(e) are saved for the
+    backward, which then needs no transcendental at all (autodiff recomputes tanh and exp: on a CPU, where they
+    dominate a step, twice the time). The torch twin saves less and recomputes: GPU memory binds there."""
+    t = mb.tanh(logits / SOFTCAP)  # mx.tanh, or on the CPU a 4x faster drop-in (see the backend)
     e = mb.exp(SOFTCAP * t, bounded=True)  # |SOFTCAP * t| <= SOFTCAP: no max subtraction, sum(e) fits float32
     s = mx.sum(e, axis=-1, keepdims=True)
     loss = mx.log(s[..., 0]) - SOFTCAP * mx.take_along_axis(t, targets[..., None], axis=-1)[..., 0]
     return loss, t, e, s
 
 
-@_softcap_ce_saving.vjp
-def _softcap_ce_saving_vjp(primals, cotangents, outputs):
+@softcap_cross_entropy.vjp
+def _softcap_cross_entropy_vjp(primals, cotangents, outputs):
     logits, targets = primals
     _, t, e, s = outputs
     onehot = mx.arange(logits.shape[-1]) == targets[..., None]
     # d loss / d z = softmax - onehot, times d z / d logits = 1 - t^2
     dlogits = (e * (1 / s) - onehot) * (cotangents[0][..., None] * (1 - t * t))
     return dlogits, mx.zeros_like(targets)
-
-
-@mx.custom_function
-def _softcap_ce_recomputing(logits, targets):
-    # (loss, lse): only the compute-dtype logits (an input) and lse reach the VJP.
-    t = mx.tanh(logits.astype(mx.float32) / SOFTCAP)
-    lse = mx.log(mx.sum(mx.exp(SOFTCAP * t), axis=-1))  # |SOFTCAP * t| <= SOFTCAP: no max subtraction needed
-    target_logits = mx.take_along_axis(logits, targets[..., None], axis=-1)[..., 0].astype(mx.float32)
-    return lse - SOFTCAP * mx.tanh(target_logits / SOFTCAP), lse
-
-
-@_softcap_ce_recomputing.vjp
-def _softcap_ce_recomputing_vjp(primals, cotangents, outputs):
-    logits, targets = primals
-    lse = outputs[1]
-    t = mx.tanh(logits.astype(mx.float32) / SOFTCAP)
-    onehot = mx.arange(logits.shape[-1]) == targets[..., None]
-    dz = (mx.exp(SOFTCAP * t - lse[..., None]) - onehot) * cotangents[0][..., None]
-    return (dz * (1 - t * t)).astype(logits.dtype), mx.zeros_like(targets)
 
 
 # ---------------------------------------------------------------------------------------------------------------
