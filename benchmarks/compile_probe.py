@@ -3,6 +3,7 @@
     python benchmarks/compile_probe.py                          # every variant, cold then warm caches
     python benchmarks/compile_probe.py --variants model eageropt  # a subset
     AUTORESEARCH_PROFILE=ci python benchmarks/compile_probe.py --variants model   # a CPU smoke test of this script
+    PROBE_MEMORY=1 python benchmarks/compile_probe.py --variants model  # also: what is alive at a step's peak
 
 Each variant runs twice in a fresh process: first with empty Inductor/Triton caches (a cold machine), then again
 with the caches the first run left (every later experiment of a night). Variants:
@@ -104,11 +105,53 @@ def child(variant: str) -> None:
     times["step_ms"] = sorted(ms)[len(ms) // 2]
     times["loss"] = loss.item()
     times["peak_gb"] = torch.cuda.max_memory_allocated() / 1e9 if dev == "cuda" else 0.0
+    if dev == "cuda" and os.environ.get("PROBE_MEMORY"):
+        memory_at_peak(lambda: step(x, y))
     from torch._dynamo.utils import compile_times
 
     table = dict(zip(*compile_times(repr="csv", aggregate=True)))  # seconds per (nested) compiler phase
     times["phases"] = {name: float(table[key]) for name, key in PHASES.items() if key in table}
     print("RESULT " + json.dumps(times), flush=True)
+
+
+def memory_at_peak(fn, top: int = 30) -> None:
+    """Record the allocator's history over one fn() and print what is alive at its peak: each allocation's size,
+    count and the line of (generated) code that made it, largest first."""
+    import linecache
+
+    import torch
+
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.memory._record_memory_history(max_entries=1_000_000)
+    fn()
+    torch.cuda.synchronize()
+    snap = torch.cuda.memory._snapshot()
+    torch.cuda.memory._record_memory_history(enabled=None)
+    live, total, peak, at_peak = {}, 0, 0, {}
+    for ev in snap["device_traces"][0]:
+        if ev["action"] == "alloc":
+            live[ev["addr"]] = ev
+            total += ev["size"]
+            if total > peak:
+                peak, at_peak = total, dict(live)
+        elif ev["action"] == "free_completed" and ev["addr"] in live:
+            total -= live.pop(ev["addr"])["size"]
+    groups = {}
+    for ev in at_peak.values():
+        frame = next(
+            (f for f in ev["frames"] if "torch/" not in f["filename"]),
+            ev["frames"][0] if ev["frames"] else None,
+        )
+        where = "?" if frame is None else f"{os.path.basename(frame['filename'])}:{frame['line']}"
+        code = "" if frame is None else linecache.getline(frame["filename"], frame["line"]).strip()[:110]
+        g = groups.setdefault((ev["size"], where), [0, code])
+        g[0] += 1
+    print(
+        f"MEMORY before the step {base / 2**20:,.0f} MiB; peak of the step's own allocations {peak / 2**20:,.0f} MiB"
+    )
+    for (size, where), (n, code) in sorted(groups.items(), key=lambda kv: -kv[0][0] * kv[1][0])[:top]:
+        print(f"MEMORY {n:3d} x {size / 2**20:9.1f} MiB  {where:<28} {code}")
 
 
 def run(variant: str, cache: str, label: str) -> dict:
@@ -119,6 +162,9 @@ def run(variant: str, cache: str, label: str) -> dict:
     )
     wall = time.time() - t
     line = next((ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    for ln in p.stdout.splitlines():
+        if ln.startswith("MEMORY "):
+            print(ln[7:], flush=True)
     if p.returncode or line is None:
         print(
             f"{variant} ({label}) failed, exit {p.returncode}:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}",
