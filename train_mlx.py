@@ -497,7 +497,7 @@ WARMUP_RATIO = 0.0  # fraction of the run warming the lr up
 WARMDOWN_RATIO = 0.5  # fraction of the run decaying the lr to FINAL_LR_FRAC
 FINAL_LR_FRAC = 0.0  # final lr as a fraction of the initial
 
-# MLX only: windowed ("S") layers attend in query chunks of this many rows, each against only the keys its window
+# GPUs: windowed ("S") layers attend in query chunks of this many rows, each against only the keys its window
 # reaches. MLX's fused GPU attention has no sliding-window mode, and with a full T x T mask an S layer's attention
 # cost 2.7x an L layer's on an H200; chunks as long as the S window cut that to 1.8x (+5% tokens/s; 128-512 row
 # chunks were slower). 0 = one call with the full mask: the CPU's choice (chunks measured no faster there).
