@@ -116,9 +116,8 @@ def attention(q, k, v, mask, scale):
     # backend's vectorised softmax is 1.7x faster (57 -> 33 ms a block at the cpu profile). mask: "causal" or a
     # boolean (T, T), True = attend.
     Tq, Tk = q.shape[2], k.shape[2]
-    if isinstance(
-        mask, str
-    ):  # causal, bottom-right aligned as in the fused kernel: the last query sees every key
+    if isinstance(mask, str):
+        # causal, bottom-right aligned as in the fused kernel: the last query sees every key
         mask = mx.arange(Tk - Tq, Tk)[:, None] >= mx.arange(Tk)[None, :]
     if k.shape[1] != q.shape[1]:  # grouped-query attention: each kv head serves a group of query heads
         k, v = (mx.repeat(t, q.shape[1] // t.shape[1], axis=1) for t in (k, v))

@@ -302,7 +302,8 @@ class SoftcapCrossEntropy(torch.autograd.Function):
     dtype: the same function as `F.cross_entropy(SOFTCAP * tanh(logits.float() / SOFTCAP))`, but it saves only
     those logits and one logsumexp per row and recomputes the rest in backward. Plain autograd keeps the float32
     soft-capped logits instead (8.6 GB per 128 x 2048 micro-batch at vocab 8192) and reads them back. The MLX twin
-    does the same on GPUs; on the CPU it saves tanh and exp instead and recomputes nothing: CPU time binds there."""
+    saves tanh and exp instead and recomputes nothing: CPU time binds there (on a GPU that variant measured no
+    slower, benchmarks/RESULTS.md)."""
 
     @staticmethod
     def forward(ctx, logits, targets):
