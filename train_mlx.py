@@ -497,10 +497,11 @@ WARMDOWN_RATIO = 0.5  # fraction of the run decaying the lr to FINAL_LR_FRAC
 FINAL_LR_FRAC = 0.0  # final lr as a fraction of the initial
 
 # GPUs: windowed ("S") layers attend in query chunks of this many rows, each against only the keys its window
-# reaches. MLX's fused GPU attention has no sliding-window mode, and with a full T x T mask an S layer's attention
-# cost 2.7x an L layer's on an H200; chunks as long as the S window cut that to 1.8x (+5% tokens/s; 128-512 row
-# chunks were slower). 0 = one call with the full mask: the CPU's choice (chunks measured no faster there).
-WINDOW_CHUNK = 0 if COMPUTE_DTYPE == mx.float32 else MAX_SEQ_LEN // 2
+# reaches. MLX's fused GPU attention has no sliding-window mode: at T 2048 (h100 profile) a full T x T mask cost an
+# S layer's attention 2.7x an L layer's on an H200, and chunks as long as the S window cut that to 1.8x (+5%
+# tokens/s; 128-512 row chunks were slower). At T 1024 (laptop profile) the chunks were 20% slower there, and on
+# the CPU no faster: 0 = one call with the full mask.
+WINDOW_CHUNK = MAX_SEQ_LEN // 2 if COMPUTE_DTYPE != mx.float32 and MAX_SEQ_LEN >= 2048 else 0
 
 # Model size
 DEPTH = PROFILE.depth  # number of layers: the one size dial
