@@ -274,9 +274,8 @@ def test_window_mask_attends_to_window_plus_one_keys(tt, window):
     torch.testing.assert_close(tt.attention(q, k, v, mask, 8**-0.5), manual_attention(q, k, v, allowed))
 
 
-@pytest.mark.filterwarnings(
-    "ignore:flex_attention called without torch.compile"
-)  # eager on purpose: a reference
+# FlexAttention eager on purpose here (a reference), so its warning about the unfused path is expected.
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 @pytest.mark.parametrize("chunk", [3, 8, 11])
 def test_window_chunks_equal_one_masked_call(tt, chunk):
     """The compiled CUDA path's chunked window attention (WINDOW_CHUNK: a leading chunk through SDPA's causal
