@@ -72,9 +72,8 @@ def child(variant: str) -> None:
         model = tt.GPT(config)
     model.init_weights()
     opt = tt.setup_optimizer(
-        model, unembedding_lr=tt.UNEMBEDDING_LR, embedding_lr=tt.EMBEDDING_LR, matrix_lr=tt.MATRIX_LR,
-        weight_decay=tt.WEIGHT_DECAY, adam_betas=tt.ADAM_BETAS, scalar_lr=tt.SCALAR_LR,
-    )  # fmt: skip
+        model, tt.UNEMBEDDING_LR, tt.EMBEDDING_LR, tt.MATRIX_LR, tt.WEIGHT_DECAY, tt.ADAM_BETAS, tt.SCALAR_LR
+    )
     if "dynopt" in parts:
         opt._muon = torch.compile(tt.muon_step, dynamic=True, fullgraph=True)
         opt._adamw = torch.compile(tt.adamw_step, dynamic=True, fullgraph=True)

@@ -64,8 +64,9 @@ def main() -> None:
     dt = tm.COMPUTE_DTYPE
     p = tm.PROFILE
     B, T, V = args.rows, p.max_seq_len, 8192
-    d = tm.ASPECT_RATIO * p.depth
-    H, D = d // tm.HEAD_DIM, tm.HEAD_DIM
+    D = tm.HEAD_DIM
+    d = -(-p.depth * tm.ASPECT_RATIO // D) * D  # model_dim as train_mlx.py's main() sizes it
+    H = d // D
     N = B * T
     print(
         f"profile {p.name}: micro-batch {B} x {T}, d {d}, heads {H} x {D}, vocab {V}; {mx.default_device()}"
@@ -147,9 +148,8 @@ def main() -> None:
 
     # The compiled micro-step and the optimizer update, as train_mlx.py runs them
     opt = tm.setup_optimizer(
-        model, unembedding_lr=tm.UNEMBEDDING_LR, embedding_lr=tm.EMBEDDING_LR, matrix_lr=tm.MATRIX_LR,
-        weight_decay=tm.WEIGHT_DECAY, adam_betas=tm.ADAM_BETAS, scalar_lr=tm.SCALAR_LR,
-    )  # fmt: skip
+        model, tm.UNEMBEDDING_LR, tm.EMBEDDING_LR, tm.MATRIX_LR, tm.WEIGHT_DECAY, tm.ADAM_BETAS, tm.SCALAR_LR
+    )
     xs = mx.random.randint(0, V, (1, B, T))
     ys = mx.random.randint(0, V, (1, B, T))
     loss_and_grad = nn.value_and_grad(model, lambda x, y: model(x, y))

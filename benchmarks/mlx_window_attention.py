@@ -48,7 +48,7 @@ def main() -> None:
     mb.setup()
     dt, p = tm.COMPUTE_DTYPE, tm.PROFILE
     B, T, D = args.rows, p.max_seq_len, tm.HEAD_DIM
-    H = max(1, tm.ASPECT_RATIO * p.depth // D)
+    H = -(-p.depth * tm.ASPECT_RATIO // D)  # n_head as train_mlx.py's main() sizes the model
     w = T // 2
     scale = D**-0.5
     print(f"B {B}, H {H}, T {T}, D {D}, window {w}, {dt}, {mx.default_device()}", flush=True)
