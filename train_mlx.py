@@ -83,8 +83,12 @@ def window_mask(seq_len, window):
     True = attend."""
     if window >= seq_len - 1:
         return "causal"
-    i = mx.arange(seq_len)
-    dist = i[:, None] - i[None, :]
+    return _window_band(window, 0, seq_len, 0)
+
+
+def _window_band(window, q0, q1, k0):
+    # Boolean window mask of query rows q0..q1-1 against keys k0..q1-1 (True = attend).
+    dist = mx.arange(q0, q1)[:, None] - mx.arange(k0, q1)[None, :]
     return (dist >= 0) & (dist <= window)
 
 
@@ -98,8 +102,7 @@ def window_chunks(seq_len, window, chunk):
         if k0 == 0 and q1 - 1 <= window:
             plan.append((q0, q1, k0, "causal"))
         else:
-            dist = mx.arange(q0, q1)[:, None] - mx.arange(k0, q1)[None, :]
-            plan.append((q0, q1, k0, (dist >= 0) & (dist <= window)))
+            plan.append((q0, q1, k0, _window_band(window, q0, q1, k0)))
     return plan
 
 
