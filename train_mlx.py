@@ -168,6 +168,19 @@ class CausalSelfAttention(nn.Module):
         return self.c_proj(y.transpose(0, 2, 1, 3).reshape(B, T, -1))
 
 
+@mx.custom_function
+def relu_squared(x):
+    """relu(x)^2 that saves only its output: the backward's relu(x) is sqrt(output), so x is not kept. Plain
+    autodiff keeps both x and the output (c_proj's weight gradient needs the output): one MLP-width tensor per
+    layer more."""
+    return mx.square(nn.relu(x))
+
+
+@relu_squared.vjp
+def _relu_squared_vjp(primals, cotangent, output):
+    return cotangent * (2 * mx.sqrt(output))
+
+
 class MLP(nn.Module):
     def __init__(self, config):
         super().__init__()
@@ -175,7 +188,7 @@ class MLP(nn.Module):
         self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=False)
 
     def __call__(self, x):
-        return self.c_proj(nn.relu(self.c_fc(x)).square())  # ReLU^2
+        return self.c_proj(relu_squared(self.c_fc(x)))
 
 
 class Block(nn.Module):

@@ -38,6 +38,11 @@ ABLATIONS = {
         {"native_exp": True},
     ),
     "mlx-mmap": ("mlx", "MLX compiled, glibc's default mmap for big buffers", {"mmap": True}),
+    "mlx-plain-relu2": (
+        "mlx",
+        "MLX compiled, autodiff of relu(x)^2 instead of relu_squared",
+        {"plain_relu2": True},
+    ),
     "mlx-bf16": (
         "mlx",
         "MLX compiled, bfloat16 compute on the CPU",
@@ -77,6 +82,8 @@ def run_mlx(opts: dict, steps: int, eval_tokens: int) -> dict:
         mb.exp, mb.tanh = (lambda x, bounded=False: mx.exp(x)), mx.tanh
     if opts.get("bf16"):
         tm.COMPUTE_DTYPE = mx.bfloat16
+    if opts.get("plain_relu2"):
+        tm.relu_squared = lambda x: mx.square(mx.maximum(x, 0))
     T, B = tm.MAX_SEQ_LEN, tm.DEVICE_BATCH_SIZE
     accum = tm.TOTAL_BATCH_SIZE // (B * T)
     dim = -(-tm.DEPTH * tm.ASPECT_RATIO // tm.HEAD_DIM) * tm.HEAD_DIM

@@ -12,6 +12,7 @@ with the caches the first run left (every later experiment of a night). Variants
     nested   Block.forward marked torch.compiler.nested_compile_region: one block compiled, stamped out per layer
     dynopt   the optimizer steps compiled with dynamic shapes: one graph for all shapes instead of one per shape
     eageropt the optimizer steps uncompiled (how much of the compile is the optimizer's, and what it buys)
+    plainrelu2  the MLP's relu(x)^2 by plain autograd instead of ReluSquared (which saves only its output)
 
 Variants combine with '+': `nested+dynopt`. Per run it prints the startup phases (imports, CUDA init, model), the
 first two steps (the compile), the median of 10 steady steps and the top of Dynamo's compile-time table.
@@ -62,6 +63,8 @@ def child(variant: str) -> None:
     times["cuda_init"] = time.time() - t
 
     parts = set(variant.split("+"))
+    if "plainrelu2" in parts:
+        tt.MLP.forward = lambda self, x: self.c_proj(torch.nn.functional.relu(self.c_fc(x)).square())
     if "nested" in parts:
         tt.Block.forward = torch.compiler.nested_compile_region(tt.Block.forward)
     t = time.time()

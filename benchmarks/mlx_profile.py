@@ -59,7 +59,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--rows", type=int, default=tm.DEVICE_BATCH_SIZE, help="micro-batch rows")
+    ap.add_argument(
+        "--plain-relu2", action="store_true", help="autodiff of relu(x)^2 instead of relu_squared (A/B)"
+    )
     args = ap.parse_args()
+    if args.plain_relu2:
+        tm.relu_squared = lambda x: mx.square(nn.relu(x))
     mb.setup()
     dt = tm.COMPUTE_DTYPE
     p = tm.PROFILE
@@ -137,6 +142,21 @@ def main() -> None:
 
     h = mx.random.normal((N, d)).astype(dt)
     wl = model.lm_head.weight
+
+    # Rotary + QK norm on q and k, forward + backward into (B, H, T, D): train_mlx.py's elementwise rotary
+    # against MLX's fused kernel (mx.fast.rope with scale -1: upstream rotates by -theta), to price a switch
+    cos, sin = (t[None, :T, None, :].astype(dt) for t in (model._cos, model._sin))
+    qk = mx.random.normal((2, B, T, H, D)).astype(dt)
+    cot = mx.random.normal((2, B, H, T, D)).astype(dt)
+    rotary = {
+        "elementwise": lambda t: tm.norm(tm.apply_rotary_emb(t, cos, sin)).transpose(0, 2, 1, 3),
+        "mx.fast.rope": lambda t: tm.norm(
+            mx.fast.rope(t.transpose(0, 2, 1, 3), D, traditional=False, base=10000.0, scale=-1.0, offset=0)
+        ),
+    }
+    for name, rot in rotary.items():
+        g = mx.compile(mx.grad(lambda t, rot=rot: sum((rot(t[i]) * cot[i]).sum() for i in range(2))))
+        bench(f"rotary + QK norm fwd+bwd, {name}", lambda g=g: g(qk), args.reps)
     tgt = mx.random.randint(0, V, (N,))
 
     def head(w, h):
@@ -156,7 +176,10 @@ def main() -> None:
     state = [model.state, mx.random.state]
     micro = mx.compile(loss_and_grad, inputs=state, outputs=state)
     flop_token = model.estimate_flops()
+    mx.synchronize()
+    mx.reset_peak_memory()  # the micro-step's own peak: weights, gradients and one micro-batch's activations
     bench("micro-step fwd+bwd (compiled)", lambda: micro(xs[0], ys[0]), args.reps, flop_token * N)
+    print(f"    -> peak memory of the micro-step {mx.get_peak_memory() / 1e9:.2f} GB")
     fwd = mx.compile(lambda x, y: model(x, y), inputs=state, outputs=state)
     bench("micro-step forward only (compiled)", lambda: fwd(xs[0], ys[0]), args.reps, flop_token * N / 3)
     step = tm.make_train_step(model, opt, compiled=True)

@@ -211,6 +211,24 @@ def test_softcap_cross_entropy_matches_plain_autograd(tt):
     torch.testing.assert_close(got_grad, ref_grad, rtol=1e-5, atol=1e-6)
 
 
+def test_relu_squared_keeps_only_its_output_and_has_relus_gradient(tt):
+    x = torch.tensor([-2.0, -0.5, 0.0, 0.25, 1.0, 3.0], dtype=torch.float64).repeat(4, 1)
+    x = (x + torch.randn(4, 6, dtype=torch.float64) * 0.1).requires_grad_()
+    c = torch.randn(4, 6, dtype=torch.float64)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = tt.ReluSquared.apply(x)
+    torch.testing.assert_close(y, torch.relu(x) ** 2, rtol=0, atol=0)
+    assert len(saved) == 1 and saved[0] is y  # the output, not x: x's memory is freed after the forward
+    (g,) = torch.autograd.grad(y, x, c)
+    torch.testing.assert_close(g, 2 * torch.relu(x) * c, rtol=1e-15, atol=0)  # d/dx relu(x)^2, 0 where x <= 0
+    # bf16, as the GPU runs it: sqrt of the rounded square costs at most one more bf16 rounding
+    xb, cb = x.detach().bfloat16().requires_grad_(), c.bfloat16()
+    (gb,) = torch.autograd.grad(tt.ReluSquared.apply(xb), xb, cb)
+    ref = 2 * torch.relu(xb.double()) * cb.double()
+    assert ((gb.double() - ref).abs() <= 2**-7 * ref.abs()).all()
+
+
 def test_calibration_reset_gives_a_fresh_run(tt):
     # main() trains throwaway calibration steps, then restores the weights and resets the optimizer: the real run
     # must then be exactly the run a fresh model and optimizer would make.
