@@ -161,11 +161,12 @@ class CausalSelfAttention(nn.Module):
 class ReluSquared(torch.autograd.Function):
     """relu(x)^2 that saves only its output: the backward's relu(x) is sqrt(output), so x is not kept. Plain
     autograd keeps both x and the output (c_proj's weight gradient needs the output): one MLP-width tensor per
-    layer more, 8 GiB at the h100 shape. The forward also writes one tensor instead of two."""
+    layer more, 8 GiB at the h100 shape. CUDA autocast runs square (as pow) in float32: y is cast back to x's
+    dtype, or the saved y would be twice x's size and torch.compile's partitioner would keep x instead."""
 
     @staticmethod
     def forward(ctx, x):
-        y = F.relu(x).square()
+        y = F.relu(x).square().to(x.dtype)
         ctx.save_for_backward(y)
         return y
 

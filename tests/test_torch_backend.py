@@ -472,6 +472,35 @@ def test_cuda_window_chunks_gradients(tt):
 
 
 @needs_cuda
+def test_cuda_relu_squared_under_autocast(tt, monkeypatch):
+    """Autocast runs square as pow in float32: ReluSquared must still save its output in bf16 (or the compiled
+    partitioner keeps x instead), and the compiled bf16 model's gradients must match eager float32 with plain
+    autograd of relu(x)^2."""
+    x = torch.randn(64, 256, device="cuda", dtype=torch.bfloat16)
+    saved = []
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+            y = tt.ReluSquared.apply(x.requires_grad_())
+    assert y.dtype == torch.bfloat16 and [t.dtype for t in saved] == [torch.bfloat16]
+
+    model = small_model(tt, pattern="L", n_layer=2, T=128, vocab=128).cuda()
+    idx = torch.randint(0, 128, (4, 128), device="cuda")
+
+    def grads(fn, autocast):
+        model.zero_grad()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            fn(idx, idx).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    got = grads(torch.compile(model, dynamic=False), True)
+    monkeypatch.setattr(tt.MLP, "forward", lambda self, x: self.c_proj(F.relu(self.c_fc(x)).square()))
+    ref = grads(model, False)
+    for name in ref:
+        err = (got[name] - ref[name]).norm() / ref[name].norm()
+        assert err < 5e-2, (name, err.item())
+
+
+@needs_cuda
 def test_cuda_pinned_async_copies(tt):
     a = np.arange(12, dtype=np.int32).reshape(3, 4)[:, 1:]  # non-contiguous, like the loader's x and y
     t = tt.tb.to_device(a, torch.device("cuda"))
