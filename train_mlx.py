@@ -500,7 +500,8 @@ WINDOW_PATTERN = "SSSL"  # per-layer attention window, cycled: L = full context,
 # Optimization
 TOTAL_BATCH_SIZE = PROFILE.total_batch_size  # tokens per optimizer step
 # Rows per micro-batch (accumulation makes up the rest). MLX keeps more activations than the torch twin: at depth 8
-# and T 2048 on an H100, 64 rows peaked at 48.7 GB (774K tok/s), 32 rows at 28.7 GB (725K), 128 ran out of memory.
+# and T 2048, 64 rows peak at 43 GB and 32 rows ran 6% slower; 128 rows (75.6 GB, +3% on an H200) ran out of
+# memory on an 80 GB H100.
 DEVICE_BATCH_SIZE = min(PROFILE.device_batch_size, 64)
 EMBEDDING_LR = 0.6  # AdamW lr of wte and value_embeds (scaled by 1/sqrt(d/768))
 UNEMBEDDING_LR = 0.004  # AdamW lr of lm_head (scaled by 1/sqrt(d/768))
