@@ -111,81 +111,8 @@ def window_chunks(seq_len, window, chunk, device):
     return plan
 
 
-def _causal_lse(q, k, v, scale):
-    """Causal attention of equally long q and k, (B, H, T, D), and each row's log-sum-exp (B, H, T, 1) float32:
-    cuDNN's kernel on CUDA, the flash kernel on the CPU (tests)."""
-    if q.is_cuda:
-        if q.dtype == torch.float32:
-            raise ValueError(
-                "HalfWindowAttention runs cuDNN's kernel on CUDA, which needs bf16: set WINDOW_CHUNK = 0"
-            )
-        out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(
-            q, k, v, None, True, 0.0, True, scale=scale
-        )[:2]
-        return out, lse
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True, scale=scale)
-    return out, lse[..., None]
-
-
-def _causal_lse_backward(dout, q, k, v, out, lse, scale):
-    """Gradients of q, k, v of causal attention, given the output and log-sum-exp of the whole softmax the call is
-    a part of (for a lone call, its own): then they are this part's share of the whole's gradients."""
-    if q.is_cuda:
-        t, T = torch.empty(0, device=q.device), q.size(2)
-        return torch.ops.aten._scaled_dot_product_cudnn_attention_backward(
-            dout, q, k, v, out, lse, t, t, None, None, None, T, T, 0.0, True, scale=scale
-        )
-    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-        dout, q, k, v, out, lse[..., 0], 0.0, True, scale=scale
-    )
-
-
-class HalfWindowAttention(torch.autograd.Function):
-    """Attention with a window of half the context (an "S" layer at full length, T = 2 n, window n), as three
-    causal kernels on n x n squares: the first half's rows see every earlier key (plain causal); a second-half row
-    n + r sees keys r..n-1 of the first half, the mirror image of causal (both halves flipped), and keys n..n+r
-    of the second half (causal). The two parts are merged through their log-sum-exps. Each part's backward runs
-    with the merged output and log-sum-exp, which gives it its share of the exact gradient (as ring attention
-    does). 3 n^2 / 2 scores instead of the 2 n^2 of a full causal layer, all at the causal kernel's speed."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, scale):
-        n = q.size(2) // 2
-        first, second = slice(None, n), slice(n, None)
-        a, la = _causal_lse(q[:, :, first], k[:, :, first], v[:, :, first], scale)
-        d, ld = _causal_lse(q[:, :, second], k[:, :, second], v[:, :, second], scale)
-        u, lu = _causal_lse(q[:, :, second].flip(2), k[:, :, first].flip(2), v[:, :, first].flip(2), scale)
-        u, lu = u.flip(2), lu.flip(2)
-        l2 = torch.logaddexp(ld, lu)
-        o2 = d.float() * (ld - l2).exp() + u.float() * (lu - l2).exp()
-        out = torch.cat([a, o2.to(a.dtype)], dim=2)
-        lse = torch.cat([la, l2], dim=2)
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.scale = scale
-        return out
-
-    @staticmethod
-    def backward(ctx, dout):
-        q, k, v, out, lse = ctx.saved_tensors
-        n, scale = q.size(2) // 2, ctx.scale
-        first, second = slice(None, n), slice(n, None)
-        dout = dout.contiguous()
-        part = (dout[:, :, first], q[:, :, first], k[:, :, first], v[:, :, first], out[:, :, first])
-        dq_a, dk_a, dv_a = _causal_lse_backward(*part, lse[:, :, first], scale)
-        part = (dout[:, :, second], q[:, :, second], k[:, :, second], v[:, :, second], out[:, :, second])
-        dq_d, dk_d, dv_d = _causal_lse_backward(*part, lse[:, :, second], scale)
-        part = (dout[:, :, second], q[:, :, second], k[:, :, first], v[:, :, first], out[:, :, second])
-        dq_u, dk_u, dv_u = _causal_lse_backward(*(t.flip(2) for t in part), lse[:, :, second].flip(2), scale)
-        dq = torch.cat([dq_a, dq_d + dq_u.flip(2)], dim=2)
-        dk = torch.cat([dk_a + dk_u.flip(2), dk_d], dim=2)
-        dv = torch.cat([dv_a + dv_u.flip(2), dv_d], dim=2)
-        return dq, dk, dv, None
-
-
 def attention(q, k, v, mask, scale):
     # q, k, v: (B, H, T, D).
-    if isinstance(mask, str):  # "half": a window of half the context, see HalfWindowAttention
-        return HalfWindowAttention.apply(q, k, v, scale)
     if isinstance(mask, list):  # a window_chunks plan
         chunks = [
             attention(q[:, :, q0:q1], k[:, :, k0:q1], v[:, :, k0:q1], m, scale) for q0, q1, k0, m in mask
@@ -353,16 +280,13 @@ class GPT(nn.Module):
 
     def window_masks(self, seq_len, device):
         """Per-layer masks, built once per (T, device, kernel) outside the compiled region and cached: None (causal),
-        "half" (HalfWindowAttention, WINDOW_CHUNK the half window), a window_chunks plan (FlexAttention, another
-        WINDOW_CHUNK), a BlockMask, or a boolean mask."""
+        a window_chunks plan (FlexAttention, WINDOW_CHUNK set), a BlockMask, or a boolean mask."""
         key = (seq_len, str(device), self.use_flex)
         if key not in self._masks:
             chunked = self.use_flex and 0 < WINDOW_CHUNK < seq_len
 
             def build(w):
                 if chunked and w < seq_len - 1:
-                    if 2 * w == 2 * WINDOW_CHUNK == seq_len and self.config.n_kv_head == self.config.n_head:
-                        return "half"  # three causal cuDNN calls (HalfWindowAttention)
                     return window_chunks(seq_len, w, WINDOW_CHUNK, device)
                 return window_mask(seq_len, w, device, self.use_flex)
 
