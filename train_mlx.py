@@ -70,11 +70,23 @@ def has_ve(layer_idx, n_layer):
     return layer_idx % 2 == (n_layer - 1) % 2
 
 
+@mx.custom_function
 def apply_rotary_emb(x, cos, sin):
     # Upstream's half-split layout: channel i rotates with channel i + head_dim/2.
     d = x.shape[-1] // 2
     x1, x2 = x[..., :d], x[..., d:]
     return mx.concatenate([x1 * cos + x2 * sin, x2 * cos - x1 * sin], axis=-1)
+
+
+@apply_rotary_emb.vjp
+def _apply_rotary_emb_vjp(primals, cotangent, output):
+    # The transpose of a rotation is the opposite rotation: one fused pass, where autodiff of the slices and the
+    # concatenation pads each half's cotangent with zeros and adds them. The tables are not trained.
+    _, cos, sin = primals
+    d = cotangent.shape[-1] // 2
+    g1, g2 = cotangent[..., :d], cotangent[..., d:]
+    dx = mx.concatenate([g1 * cos - g2 * sin, g2 * cos + g1 * sin], axis=-1)
+    return dx, mx.zeros_like(cos), mx.zeros_like(sin)
 
 
 def window_mask(seq_len, window):

@@ -43,6 +43,11 @@ ABLATIONS = {
         "MLX compiled, autodiff of relu(x)^2 instead of relu_squared",
         {"plain_relu2": True},
     ),
+    "mlx-plain-rotary": (
+        "mlx",
+        "MLX compiled, autodiff of the rotary instead of its hand-written vjp",
+        {"plain_rotary": True},
+    ),
     "mlx-bf16": (
         "mlx",
         "MLX compiled, bfloat16 compute on the CPU",
@@ -84,6 +89,13 @@ def run_mlx(opts: dict, steps: int, eval_tokens: int) -> dict:
         tm.COMPUTE_DTYPE = mx.bfloat16
     if opts.get("plain_relu2"):
         tm.relu_squared = lambda x: mx.square(mx.maximum(x, 0))
+    if opts.get("plain_rotary"):
+
+        def rotary(x, cos, sin):  # train_mlx.apply_rotary_emb's forward, differentiated by MLX
+            x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
+            return mx.concatenate([x1 * cos + x2 * sin, x2 * cos - x1 * sin], axis=-1)
+
+        tm.apply_rotary_emb = rotary
     T, B = tm.MAX_SEQ_LEN, tm.DEVICE_BATCH_SIZE
     accum = tm.TOTAL_BATCH_SIZE // (B * T)
     dim = -(-tm.DEPTH * tm.ASPECT_RATIO // tm.HEAD_DIM) * tm.HEAD_DIM

@@ -62,9 +62,21 @@ def main() -> None:
     ap.add_argument(
         "--plain-relu2", action="store_true", help="autodiff of relu(x)^2 instead of relu_squared (A/B)"
     )
+    ap.add_argument(
+        "--plain-rotary",
+        action="store_true",
+        help="autodiff of the rotary instead of its hand-written vjp (A/B)",
+    )
     args = ap.parse_args()
     if args.plain_relu2:
         tm.relu_squared = lambda x: mx.square(nn.relu(x))
+    if args.plain_rotary:
+
+        def rotary(x, cos, sin):  # train_mlx.apply_rotary_emb's forward, differentiated by MLX
+            x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
+            return mx.concatenate([x1 * cos + x2 * sin, x2 * cos - x1 * sin], axis=-1)
+
+        tm.apply_rotary_emb = rotary
     mb.setup()
     dt = tm.COMPUTE_DTYPE
     p = tm.PROFILE

@@ -234,6 +234,26 @@ def test_softcap_cross_entropy_matches_autodiff_of_the_plain_formula(tm):
     np.testing.assert_allclose(np.array(g2), np.array(g1), rtol=1e-4, atol=1e-6)
 
 
+def test_rotary_matches_upstreams_formula_and_its_vjp_is_the_opposite_rotation(tm):
+    # Upstream's rotation by -theta (half-split layout) in float64 numpy, and the gradient of sum(rotary(x) * c):
+    # the transpose of a rotation, i.e. the rotation by +theta applied to c. The hand-written vjp must equal it.
+    rng = np.random.default_rng(7)
+    B, T, H, D = 2, 12, 3, 8
+    x64, c64 = rng.standard_normal((B, T, H, D)), rng.standard_normal((B, T, H, D))
+    inv = 1.0 / 10000 ** (np.arange(0, D, 2) / D)
+    ang = np.outer(np.arange(T), inv)[None, :, None, :]
+    cs, sn = np.cos(ang), np.sin(ang)
+    x1, x2, c1, c2 = x64[..., : D // 2], x64[..., D // 2 :], c64[..., : D // 2], c64[..., D // 2 :]
+    want_y = np.concatenate([x1 * cs + x2 * sn, x2 * cs - x1 * sn], axis=-1)
+    want_g = np.concatenate([c1 * cs - c2 * sn, c2 * cs + c1 * sn], axis=-1)
+    cos, sin = (t[None, :, None, :] for t in tm.GPT._rotary_tables(T, D))
+    x, c = mx.array(x64.astype(np.float32)), mx.array(c64.astype(np.float32))
+    y, g = mx.value_and_grad(lambda x: (tm.apply_rotary_emb(x, cos, sin) * c).sum())(x)
+    np.testing.assert_allclose(np.array(tm.apply_rotary_emb(x, cos, sin)), want_y, atol=1e-5)
+    np.testing.assert_allclose(y.item(), (want_y * c64).sum(), rtol=1e-5)
+    np.testing.assert_allclose(np.array(g), want_g, atol=1e-5)
+
+
 def test_relu_squared_has_relus_gradient(tm):
     rng = np.random.default_rng(5)
     x64 = np.concatenate([[-2.0, -0.5, 0.0, 0.25, 1.0, 3.0], rng.standard_normal(250)]).reshape(4, 64)
