@@ -78,6 +78,7 @@ def run_mlx(opts: dict, steps: int, eval_tokens: int) -> dict:
 
     import train_mlx as tm
     from backends import mlx_backend as mb
+    from benchmarks import mlx_ablations as ablations
     from common.evaluate import evaluate_bpb
 
     if opts.get("mmap"):
@@ -88,14 +89,9 @@ def run_mlx(opts: dict, steps: int, eval_tokens: int) -> dict:
     if opts.get("bf16"):
         tm.COMPUTE_DTYPE = mx.bfloat16
     if opts.get("plain_relu2"):
-        tm.relu_squared = lambda x: mx.square(mx.maximum(x, 0))
+        tm.relu_squared = ablations.plain_relu_squared
     if opts.get("plain_rotary"):
-
-        def rotary(x, cos, sin):  # train_mlx.apply_rotary_emb's forward, differentiated by MLX
-            x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
-            return mx.concatenate([x1 * cos + x2 * sin, x2 * cos - x1 * sin], axis=-1)
-
-        tm.apply_rotary_emb = rotary
+        tm.apply_rotary_emb = ablations.plain_rotary
     T, B = tm.MAX_SEQ_LEN, tm.DEVICE_BATCH_SIZE
     accum = tm.TOTAL_BATCH_SIZE // (B * T)
     dim = -(-tm.DEPTH * tm.ASPECT_RATIO // tm.HEAD_DIM) * tm.HEAD_DIM

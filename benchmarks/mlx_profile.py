@@ -28,6 +28,7 @@ import mlx.nn as nn  # noqa: E402
 
 import train_mlx as tm  # noqa: E402
 from backends import mlx_backend as mb  # noqa: E402
+from benchmarks import mlx_ablations as ablations  # noqa: E402
 
 ROWS = []
 
@@ -69,14 +70,9 @@ def main() -> None:
     )
     args = ap.parse_args()
     if args.plain_relu2:
-        tm.relu_squared = lambda x: mx.square(nn.relu(x))
+        tm.relu_squared = ablations.plain_relu_squared
     if args.plain_rotary:
-
-        def rotary(x, cos, sin):  # train_mlx.apply_rotary_emb's forward, differentiated by MLX
-            x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
-            return mx.concatenate([x1 * cos + x2 * sin, x2 * cos - x1 * sin], axis=-1)
-
-        tm.apply_rotary_emb = rotary
+        tm.apply_rotary_emb = ablations.plain_rotary
     mb.setup()
     dt = tm.COMPUTE_DTYPE
     p = tm.PROFILE
@@ -155,7 +151,7 @@ def main() -> None:
     h = mx.random.normal((N, d)).astype(dt)
     wl = model.lm_head.weight
 
-    # Rotary + QK norm on q and k, forward + backward into (B, H, T, D): train_mlx.py's elementwise rotary
+    # Rotary + QK norm on q and k, forward + backward into (B, H, T, D): train_mlx.py's rotary (hand-written vjp)
     # against MLX's fused kernel (mx.fast.rope with scale -1: upstream rotates by -theta), to price a switch
     cos, sin = (t[None, :T, None, :].astype(dt) for t in (model._cos, model._sin))
     qk = mx.random.normal((2, B, T, H, D)).astype(dt)
