@@ -134,9 +134,8 @@ def main() -> None:
             continue
         seen.add(key)
 
-        holder = (
-            nn.Module()
-        )  # the block and its input as parameters: the gradient reaches x too, as in training
+        # the block and its input as parameters: the gradient reaches x too, as in training
+        holder = nn.Module()
         holder.block, holder.x = block, xb
 
         def loss(holder=holder, i=i, key=key):
@@ -148,12 +147,8 @@ def main() -> None:
         name = f"block {i} ({'L' if key[1] else 'S'}{', ve' if key[0] else ''}) fwd+bwd"
         bench(name, g, args.reps, 6 * N * 12 * d * d)
 
-    h = mx.random.normal((N, d)).astype(dt)
-    wl = model.lm_head.weight
-
     # Rotary + QK norm on q and k, forward + backward into (B, H, T, D): train_mlx.py's rotary (hand-written vjp)
     # against MLX's fused kernel (mx.fast.rope with scale -1: upstream rotates by -theta), to price a switch
-    cos, sin = (t[None, :T, None, :].astype(dt) for t in (model._cos, model._sin))
     qk = mx.random.normal((2, B, T, H, D)).astype(dt)
     cot = mx.random.normal((2, B, H, T, D)).astype(dt)
     rotary = {
@@ -165,6 +160,9 @@ def main() -> None:
     for name, rot in rotary.items():
         g = mx.compile(mx.grad(lambda t, rot=rot: sum((rot(t[i]) * cot[i]).sum() for i in range(2))))
         bench(f"rotary + QK norm fwd+bwd, {name}", lambda g=g: g(qk), args.reps)
+
+    h = mx.random.normal((N, d)).astype(dt)
+    wl = model.lm_head.weight
     tgt = mx.random.randint(0, V, (N,))
 
     def head(w, h):
