@@ -28,7 +28,7 @@ from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex
 from common.data import PreparedData
 from common.evaluate import evaluate_bpb
 from common.mfu import mfu_percent
-from common.profiles import get_profile
+from common.profiles import get_profile, run_seed
 from common.summary import print_summary
 
 # isort: split
@@ -501,6 +501,7 @@ class MuonAdamW:
 PROFILE = get_profile()  # $AUTORESEARCH_PROFILE (the harness sets it); different profiles never compare
 MAX_SEQ_LEN = PROFILE.max_seq_len  # context length T (fixed by the profile)
 TIME_BUDGET = PROFILE.time_budget  # seconds of training steps (fixed by the profile)
+FIXED_STEPS = PROFILE.steps  # None, or exactly this many steps (fixed by the profile: "ci@20steps")
 EVAL_TOKENS = PROFILE.eval_tokens  # val set size (fixed by the profile)
 
 # Model architecture
@@ -531,7 +532,7 @@ WINDOW_CHUNK = MAX_SEQ_LEN // 2 if MAX_SEQ_LEN >= 2048 else 0
 # Model size
 DEPTH = PROFILE.depth  # number of layers: the one size dial
 
-SEED = 42  # weights and data order
+SEED = run_seed()  # weights and data order: the harness sets it; the summary reports it
 EVAL_BATCH_SIZE = DEVICE_BATCH_SIZE  # val rows per eval batch (the training shape: eval reuses its graph)
 COMPILE = True  # torch.compile the model and the optimizer steps (CUDA with Triton only; elsewhere eager)
 COMPILE_STEPS = 2  # first steps, thrown away, that compile and warm up (compile_seconds)
@@ -660,10 +661,11 @@ def main():
             ys.append(tb.to_device(y))
         return xs, ys, epoch
 
+    budget = f"{FIXED_STEPS} steps" if FIXED_STEPS else f"{TIME_BUDGET:.0f}s"
     print(f"profile {PROFILE.name}: {PROFILE.description}; data {data.name} ({data.dir})")
     print(f"model {asdict(config)}: {num_params / 1e6:.2f}M params, {flops_per_token:.3e} FLOPs/token")
     print(
-        f"batch {TOTAL_BATCH_SIZE:,} tokens = {grad_accum_steps} x {DEVICE_BATCH_SIZE} x {MAX_SEQ_LEN}; budget {TIME_BUDGET:.0f}s"
+        f"batch {TOTAL_BATCH_SIZE:,} tokens = {grad_accum_steps} x {DEVICE_BATCH_SIZE} x {MAX_SEQ_LEN}; budget {budget}"
     )
     marks.append(("model", time.time()))
     startup_seconds = marks[-1][1] - T_START  # from before `import torch`
@@ -681,10 +683,13 @@ def main():
     # the same data as any rerun; reruns differ only by the calibration's jitter (a step or two in hundreds) and
     # nondeterministic GPU kernels. Every step that shapes the final model is timed as training; the thrown-away
     # steps are reported as compile_seconds and calibration_seconds. A slower change still gets fewer steps.
+    # Fixed-step mode (FIXED_STEPS) skips the calibration: the same step count on any machine (tests, comparisons
+    # across hardware). Its compile steps and the reset still keep compile time out of training_seconds.
+    calibration_steps = 0 if FIXED_STEPS else CALIBRATION_STEPS
     initial = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}  # kept on the host
     loader = data.train_batches(DEVICE_BATCH_SIZE, MAX_SEQ_LEN, seed=SEED)
     t0 = time.time()
-    for i in range(COMPILE_STEPS + CALIBRATION_STEPS):
+    for i in range(COMPILE_STEPS + calibration_steps):
         if i == COMPILE_STEPS:
             tb.sync()
             compile_seconds, t0 = time.time() - t0, time.time()
@@ -693,22 +698,31 @@ def main():
         loss = train_step(x, y)
     loss_f = loss.item()  # waits for the device
     calibration_seconds = time.time() - t0
+    if not calibration_steps:  # the compile steps were all there was
+        compile_seconds, calibration_seconds = calibration_seconds, 0.0
     loader.close()
     if math.isnan(loss_f) or loss_f > 100:
-        print(f"FAIL: loss {loss_f} during calibration", flush=True)
+        phase = "calibration" if calibration_steps else "the compile steps"
+        print(f"FAIL: loss {loss_f} during {phase}", flush=True)
         sys.exit(1)
-    num_steps = max(1, round(TIME_BUDGET * CALIBRATION_STEPS / calibration_seconds))
+    num_steps = FIXED_STEPS or max(1, round(TIME_BUDGET * CALIBRATION_STEPS / calibration_seconds))
     with torch.no_grad():
         for k, v in model.state_dict().items():
             v.copy_(initial[k])
     optimizer.reset()
     del initial
-    print(
-        f"compile {compile_seconds:.1f}s ({COMPILE_STEPS} steps); calibration "
-        f"{calibration_seconds / CALIBRATION_STEPS * 1e3:.0f} ms/step over {CALIBRATION_STEPS} steps -> {num_steps} "
-        f"steps for {TIME_BUDGET:g}s",
-        flush=True,
-    )
+    if FIXED_STEPS:
+        print(
+            f"compile {compile_seconds:.1f}s ({COMPILE_STEPS} steps); fixed-step mode: {num_steps} steps",
+            flush=True,
+        )
+    else:
+        print(
+            f"compile {compile_seconds:.1f}s ({COMPILE_STEPS} steps); calibration "
+            f"{calibration_seconds / CALIBRATION_STEPS * 1e3:.0f} ms/step over {CALIBRATION_STEPS} steps -> "
+            f"{num_steps} steps for {TIME_BUDGET:g}s",
+            flush=True,
+        )
 
     # -----------------------------------------------------------------------------------------------------------------
     # Training loop
@@ -754,7 +768,8 @@ def main():
         if pending is not None:
             smooth_loss = report(*pending, smooth_loss)  # the GPU has this step queued meanwhile
         pending, epoch, last = (step, progress, lrm, epoch, read, last, end), next_epoch, end
-        if time.time() - t_train > 2 * TIME_BUDGET:
+        # Never in fixed-step mode: its step count must not depend on the machine's speed.
+        if not FIXED_STEPS and time.time() - t_train > 2 * TIME_BUDGET:
             print(
                 f"warning: stopping at step {step}: twice the {TIME_BUDGET:g}s budget has passed", flush=True
             )
@@ -780,6 +795,14 @@ def main():
     eval_tokens = val_rows.shape[0] * MAX_SEQ_LEN
     print(f"eval {eval_tokens:,} tokens in {eval_seconds:.1f}s ({eval_tokens / eval_seconds:,.0f} tok/s)")
 
+    train_tokens = data.manifest["stats"]["train_tokens"]
+    epochs = num_steps * TOTAL_BATCH_SIZE / train_tokens  # passes over the train split
+    if epochs > 1:
+        print(
+            f"warning: this run made {epochs:.2f} passes over the {train_tokens:,} train tokens: val_bpb now "
+            "rewards memorisation; prepare more data or train fewer steps",
+            flush=True,
+        )
     tokens_per_second = num_steps * TOTAL_BATCH_SIZE / training_seconds
     print_summary(
         {
@@ -801,6 +824,11 @@ def main():
             "eval_seconds": round(eval_seconds, 2),
             "tokens_per_second": round(tokens_per_second, 1),
             "dataset": data.name,
+            "seed": SEED,
+            "max_seq_len": MAX_SEQ_LEN,
+            "eval_tokens": eval_tokens,
+            "epochs": round(epochs, 4),
+            "steps_mode": "fixed" if FIXED_STEPS else "time",
         }
     )
 
