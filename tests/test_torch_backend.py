@@ -1,6 +1,7 @@
-"""train_torch.py and backends/torch_backend.py on the CPU: an end-to-end CI run, the optimizer against float64
-numpy references written here from docs/twins.md, Polar Express, rotary, window masks and weight I/O. CUDA-only
-paths (torch.compile, FlexAttention, pinned copies) skip with a reason where there is no GPU.
+"""train_torch.py and backends/torch_backend.py on the CPU: end-to-end CI runs in fixed-step mode (the summary,
+the seed), the optimizer against float64 numpy references written here from docs/twins.md, Polar Express, rotary,
+window masks and weight I/O. CUDA-only paths (torch.compile, FlexAttention, pinned copies) skip with a reason where
+there is no GPU.
 
     pytest tests/test_torch_backend.py
 """
@@ -67,51 +68,109 @@ def small_model(tt, pattern="SSSL", n_layer=2, T=16, vocab=64, seed=0):
 # End to end
 
 
-def run_script(script, data_dir, timeout=240):
+STEPS = 50  # fixed-step mode: the same run on any machine; 50 x 1,024 tokens make over one pass of `prepared`
+
+
+def run_script(script, data_dir, home, profile=f"ci@{STEPS}steps", seed=None, timeout=240):
     env = dict(os.environ)
+    for var in ("AUTORESEARCH_TIME_BUDGET", "AUTORESEARCH_STEPS", "AUTORESEARCH_SEED"):
+        env.pop(var, None)  # the profile name and `seed` say what runs
     env.update(
         AUTORESEARCH_DATA_DIR=str(data_dir),
-        AUTORESEARCH_PROFILE="ci",
+        AUTORESEARCH_PROFILE=profile,
         AUTORESEARCH_BACKEND="cpu",
+        AUTORESEARCH_HOME=str(home),
         PYTHONUNBUFFERED="1",
         PYTHONPATH=str(ROOT),
         OMP_NUM_THREADS="1",  # two OpenMP threads on a shared 2-core box stall for seconds
     )
-    env.pop("AUTORESEARCH_TIME_BUDGET", None)
+    if seed is not None:
+        env["AUTORESEARCH_SEED"] = str(seed)
     return subprocess.run(
         [sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
 
 
-def test_ci_run_trains_and_prints_summary(prepared):
+def step_losses(stdout):
+    return [float(m) for m in re.findall(r"^step \d+ .*?\| loss ([0-9.]+)", stdout, re.M)]
+
+
+@pytest.fixture(scope="module")
+def ci_run(prepared, tmp_path_factory) -> str:
+    """train_torch.py for STEPS fixed steps with the default seed."""
+    out = run_script(ROOT / "train_torch.py", prepared, tmp_path_factory.mktemp("runhome"))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out.stdout
+
+
+def test_ci_run_trains_and_prints_summary(ci_run, prepared):
+    from common import manifest
+    from common.profiles import DEFAULT_SEED, PROFILES
     from common.summary import parse_summary
 
-    out = run_script(ROOT / "train_torch.py", prepared)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    s = parse_summary(out.stdout)
-    assert math.isfinite(s["val_bpb"]) and 0 < s["val_bpb"] < 20
-    assert s["backend"] == "cpu" and s["profile"] == "ci" and s["depth"] == 2 and s["num_steps"] >= 1
+    ci, stats = PROFILES["ci"], manifest.load(prepared)["stats"]
+    s = parse_summary(ci_run)
+    assert math.isfinite(s["val_bpb"]) and 0 < s["val_bpb"] < stats["unigram_bpb"]
+    assert s["backend"] == "cpu" and s["profile"] == f"ci@{STEPS}steps" and s["depth"] == 2
     assert s["mfu_percent"] is None  # a CPU has no known bf16 peak: null, never the H100's
-    keys = ("startup_seconds", "compile_seconds", "calibration_seconds", "eval_seconds", "tokens_per_second")
-    for key in keys:
+    for key in ("startup_seconds", "compile_seconds", "eval_seconds", "tokens_per_second"):
         assert s[key] > 0, key
     assert "dataset" in s
-    losses = [float(m) for m in re.findall(r"^step \d+ .*?\| loss ([0-9.]+)", out.stdout, re.M)]
-    assert len(losses) == s["num_steps"] and all(math.isfinite(v) for v in losses)
-    dts = [int(m) for m in re.findall(r"\| dt (\d+)ms", out.stdout)]
+    # Fixed-step mode: no calibration, exactly STEPS steps, no stop at twice the budget.
+    assert s["steps_mode"] == "fixed" and s["calibration_seconds"] == 0
+    compiled = rf"^compile [\d.]+s \(2 steps\); fixed-step mode: {STEPS} steps$"
+    assert re.search(compiled, ci_run, re.M), ci_run[:2000]
+    assert "ms/step over" not in ci_run and "warning: stopping" not in ci_run
+    assert s["num_steps"] == STEPS
+    assert [int(k) for k in re.findall(r"^step (\d+) ", ci_run, re.M)] == list(range(STEPS))
+    losses = step_losses(ci_run)
+    assert len(losses) == STEPS and all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0] - 0.3, losses
+    dts = [int(m) for m in re.findall(r"\| dt (\d+)ms", ci_run)]
     assert min(dts) > 0  # each step's own time, never a zero from a missed mark
-    if len(losses) >= 4:  # a badly overloaded machine may calibrate to very few steps
-        assert losses[-1] < losses[0] - 0.3, losses
+    # The run's constants: the default seed, the profile's T, and its 4,096 eval tokens as whole T-token rows
+    # (the val split holds them all: each row takes T + 1 tokens).
+    rows = ci.eval_tokens // ci.max_seq_len
+    assert stats["val_tokens"] >= rows * (ci.max_seq_len + 1)
+    assert s["seed"] == DEFAULT_SEED and s["max_seq_len"] == ci.max_seq_len
+    assert s["eval_tokens"] == rows * ci.max_seq_len
+    # Tokens trained over the train split's tokens: over one pass here, so the warning shows, once.
+    epochs = STEPS * ci.total_batch_size / stats["train_tokens"]
+    assert epochs > 1 and s["epochs"] == pytest.approx(round(epochs, 4), abs=1e-9)
+    warnings = re.findall(
+        r"^warning: this run made ([\d.]+) passes over the ([\d,]+) train tokens", ci_run, re.M
+    )
+    assert warnings == [(f"{epochs:.2f}", f"{stats['train_tokens']:,}")]
 
 
-def test_nan_loss_fails_fast(prepared, tmp_path):
+def test_the_seed_fixes_the_run(ci_run, prepared, tmp_path):
+    """$AUTORESEARCH_SEED picks the weights and the data order: on the CPU with one thread, two fixed-step
+    runs under one seed agree to the bit; another seed is another run."""
+    from common.summary import parse_summary
+
+    outs = [run_script(ROOT / "train_torch.py", prepared, tmp_path, seed=7) for _ in range(2)]
+    assert all(o.returncode == 0 for o in outs), outs[0].stdout[-3000:] + outs[0].stderr[-3000:]
+    a, b = (parse_summary(o.stdout) for o in outs)
+    assert a["seed"] == b["seed"] == 7
+    assert a["num_steps"] == b["num_steps"] == STEPS
+    assert step_losses(outs[0].stdout) == step_losses(outs[1].stdout)
+    assert a["val_bpb"] == b["val_bpb"]
+    assert a["val_bpb"] != parse_summary(ci_run)["val_bpb"]  # DEFAULT_SEED
+
+
+@pytest.mark.parametrize(
+    "profile, phase",
+    [("ci", "calibration"), (f"ci@{STEPS}steps", "the compile steps")],
+    ids=["time", "fixed"],
+)
+def test_nan_loss_fails_fast(prepared, tmp_path, profile, phase):
     script = tmp_path / "train_nan.py"
     src = (ROOT / "train_torch.py").read_text()
     assert "\nEMBEDDING_LR = " in src
     script.write_text(src.replace("\nEMBEDDING_LR = ", "\nEMBEDDING_LR = float('nan') or ", 1))
-    out = run_script(script, prepared)
+    out = run_script(script, prepared, tmp_path, profile=profile)
     assert out.returncode == 1
-    assert re.search(r"^FAIL: loss nan", out.stdout, re.M) and "val_bpb" not in out.stdout
+    assert re.search(rf"^FAIL: loss nan during {phase}$", out.stdout, re.M) and "val_bpb" not in out.stdout
 
 
 # ---------------------------------------------------------------------------------------------------------------
