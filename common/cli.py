@@ -2,7 +2,10 @@
 
     autoresearch demo                       # prepare the offline demo data and run one short experiment
     autoresearch prepare [--dataset ...]    # data + tokenizer + token shards
-    autoresearch train --backend mlx        # one experiment with the active profile
+    autoresearch train --backend mlx        # one experiment with the active profile, its whole output shown
+    autoresearch run --tag nov25            # judge the script's change: keep it or revert it, and record it
+    autoresearch loop --tag nov25 --agent claude   # the agent proposes, the harness judges, all night
+    autoresearch results                    # what the branch found
     autoresearch check-hardware             # JSON on stdout, summary on stderr
 
 Subcommands import their heavy modules lazily, so `autoresearch --help` is instant.
@@ -201,6 +204,181 @@ def parity(as_json, torch_device, mlx_device, steps, data_dir) -> None:
     report = run_parity(data_dir=data_dir, torch_device=torch_device, mlx_device=mlx_device, steps=steps)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
     sys.exit(0 if report.ok else 1)
+
+
+# -- the research loop -----------------------------------------------------------------------------------------------
+
+
+def _research_options(fn):
+    options = [
+        click.option("--tag", default=None, help="research branch autoresearch/TAG (default: the current one)"),
+        click.option(
+            "--backend", default=None, type=click.Choice(["auto", "mlx", "cuda", "mps", "cpu"]),
+            help="default: the branch's pinned one, else check-hardware's pick",
+        ),  # fmt: skip
+        click.option(
+            "--profile", default=None, help="ci, cpu, laptop, h100, or with overrides (ci@20steps, h100@120s); "
+            "default: the branch's pinned one, else $AUTORESEARCH_PROFILE or check-hardware's pick",
+        ),  # fmt: skip
+        click.option("--steps", type=click.IntRange(min=1), default=None, help="fixed-step mode: exactly N steps"),
+        click.option("--seeds", type=click.IntRange(min=1), default=None, help="baseline seeds (default: the profile's)"),
+        click.option("--timeout", type=click.FloatRange(min=1), default=None, help="seconds per run (default: the profile's)"),
+        click.option("--results-dir", type=click.Path(path_type=Path), default=None, help="default runs/TAG"),
+        click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="default: the current prepared data"),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _session(tag, backend, profile, steps, seeds, timeout, results_dir, data_dir):
+    from common.research.gitops import GitError, Ratchet
+    from common.research.loop import LoopError, Session, Settings
+
+    if tag is None:
+        try:
+            branch = Ratchet(Path.cwd(), "").current_branch() or ""
+        except GitError as e:
+            raise UserError(str(e)) from e
+        if not branch.startswith("autoresearch/"):
+            raise UserError(
+                f"not on a research branch (on {branch or 'a detached HEAD'}): pass --tag TAG to start or resume "
+                "autoresearch/TAG (`autoresearch train` measures without recording)"
+            )
+        tag = branch.removeprefix("autoresearch/")
+    if steps:
+        from common.profiles import get_profile
+
+        profile = f"{get_profile(profile).name if profile else _pinned_profile(tag, results_dir)}@{steps}steps"
+    settings = Settings(
+        root=Path.cwd(), tag=tag, backend=None if backend == "auto" else backend, profile=profile,
+        results_dir=results_dir, data_dir=data_dir, seeds=seeds, timeout=timeout,
+    )  # fmt: skip
+    try:
+        return Session(settings)
+    except (LoopError, GitError) as e:
+        raise UserError(str(e)) from e
+
+
+def _pinned_profile(tag: str, results_dir) -> str:
+    from common.profiles import get_profile
+    from common.research.ledger import Ledger
+
+    base = Ledger(results_dir or Path.cwd() / "runs" / tag).baseline
+    return base["profile"] if base else get_profile().name
+
+
+def _research_errors(fn):
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from common.research.gitops import GitError
+        from common.research.loop import LoopError
+
+        try:
+            return fn(*args, **kwargs)
+        except (LoopError, GitError) as e:
+            raise UserError(str(e)) from e
+        except KeyboardInterrupt:
+            click.echo(
+                "\ninterrupted: the ledger and the branch are consistent; rerun the same command to resume "
+                "(a committed experiment in flight is judged then, a half-done agent turn is undone)",
+                err=True,
+            )
+            sys.exit(130)
+
+    return wrapper
+
+
+@main.command()
+@_research_options
+@click.option("--desc", default=None, help="one line for the commit and results.tsv (default: the agent's commits)")
+@_research_errors
+@_user_errors
+def run(tag, backend, profile, steps, seeds, timeout, results_dir, data_dir, desc) -> None:
+    """Judge the training script's change: run it, keep or revert it, record it; one line on stdout.
+
+    The first run on a branch measures the baseline (with several seeds, to measure the noise)."""
+    session = _session(tag, backend, profile, steps, seeds, timeout, results_dir, data_dir)
+    rec = session.run_pending(desc)
+    if rec is None:
+        best = session.best
+        click.echo(
+            f"nothing to judge: {session.script} is the best (#{best['id']}, val_bpb {best['val_bpb']:.6f}, "
+            f"{best['commit'][:7]}); edit it and rerun"
+        )
+
+
+@main.command()
+@_research_options
+@click.option("--agent", required=True, help="claude | codex | gemini | aider | example | any shell command")
+@click.option("--max", "max_iterations", type=click.IntRange(min=0), default=None, help="stop after N agent turns")
+@click.option("--hours", type=click.FloatRange(min=0), default=None, help="start no new turn after H hours")
+@click.option("--max-failures", type=click.IntRange(min=1), default=5, show_default=True,
+              help="stop after this many failed agent turns in a row")  # fmt: skip
+@click.option("--agent-timeout", type=click.FloatRange(min=1), default=1800, show_default=True,
+              help="seconds per agent turn")  # fmt: skip
+@_research_errors
+@_user_errors
+def loop(tag, backend, profile, steps, seeds, timeout, results_dir, data_dir, agent, max_iterations, hours,
+         max_failures, agent_timeout) -> None:  # fmt: skip
+    """Run all night: the agent edits the script, the harness runs, keeps or reverts, and records."""
+    from common.research.agents import resolve
+
+    session = _session(tag, backend, profile, steps, seeds, timeout, results_dir, data_dir)
+    session.say(f"loop: branch autoresearch/{session.tag}, agent `{resolve(agent)}`, results in {session.results_dir}")
+    session.loop(
+        resolve(agent), max_iterations=max_iterations, hours=hours, max_failures=max_failures,
+        agent_timeout=agent_timeout,
+    )  # fmt: skip
+
+
+@main.command()
+@click.option("--tag", default=None, help="default: the current research branch, or the only one recorded")
+@click.option("--results-dir", type=click.Path(path_type=Path), default=None, help="default runs/TAG")
+@click.option("--top", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--kept-only", is_flag=True, help="list only kept experiments")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--plot", type=click.Path(path_type=Path), default=None, help="write the progress plot (PNG)")
+@_user_errors
+def results(tag, results_dir, top, kept_only, as_json, plot) -> None:
+    """What a research branch found: counts, baseline vs best, kept changes, progress plot."""
+    from common.research import report
+    from common.research.ledger import LEDGER, read_jsonl
+
+    directory = results_dir or _results_dir_for(tag)
+    records = read_jsonl(directory / LEDGER)
+    if not records:
+        raise UserError(f"no experiments recorded in {directory}: start with `autoresearch run --tag TAG`")
+    rep = report.summarize(records, top=top, kept_only=kept_only)
+    click.echo(json.dumps(rep, indent=2) if as_json else report.format_text(rep))
+    if plot:
+        try:
+            report.plot(records, plot)
+        except ImportError as e:
+            raise UserError('--plot needs matplotlib: pip install -e ".[plot]" (the text report is above)') from e
+        click.echo(f"plot: {plot}", err=True)
+
+
+def _results_dir_for(tag: str | None) -> Path:
+    runs = Path.cwd() / "runs"
+    if tag:
+        return runs / tag.removeprefix("autoresearch/")
+    try:
+        from common.research.gitops import Ratchet
+
+        branch = Ratchet(Path.cwd(), "").current_branch() or ""
+    except Exception:
+        branch = ""
+    if branch.startswith("autoresearch/"):
+        return runs / branch.removeprefix("autoresearch/")
+    recorded = sorted(p.parent.name for p in runs.glob("*/ledger.jsonl"))
+    if len(recorded) == 1:
+        return runs / recorded[0]
+    raise UserError(
+        f"which research branch? pass --tag ({', '.join(recorded) or 'none recorded under runs/'})"
+    )
 
 
 if __name__ == "__main__":

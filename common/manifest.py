@@ -31,3 +31,17 @@ def save(data_dir: Path, manifest: dict) -> None:
     tmp = path.with_name(MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     os.replace(tmp, path)
+
+
+def fingerprint(data_dir: Path) -> str:
+    """The dataset's identity: a sha256 over the tokenizer's and every token shard's content hash (no paths, no
+    times), so two machines that prepared the same data agree, and any other data differs."""
+    import hashlib
+
+    m = load(data_dir)
+    if "stats" not in m:
+        raise ValueError(f"`autoresearch prepare` did not finish in {data_dir}: rerun it to resume")
+    tok = m["tokenizer"]
+    parts = [tok["sha256"], tok["token_bytes_sha256"]]
+    parts += [f"{name}:{e['role']}:{e['sha256']}" for name, e in sorted(m["shards"].items())]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()

@@ -9,10 +9,14 @@ recommendation.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, replace
 
 ENV_VAR = "AUTORESEARCH_PROFILE"
 BUDGET_ENV = "AUTORESEARCH_TIME_BUDGET"  # seconds; for benchmarks: renames the profile, e.g. "h100@120s"
+STEPS_ENV = "AUTORESEARCH_STEPS"  # a fixed step count instead of the time budget: renames it, e.g. "ci@20steps"
+SEED_ENV = "AUTORESEARCH_SEED"  # set by the harness for every run; the summary reports it
+DEFAULT_SEED = 42
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,9 @@ class Profile:
     device_batch_size: int  # rows per micro-step
     total_batch_size: int  # tokens per optimizer step (gradient accumulation makes up the rest)
     description: str
+    baseline_seeds: int = 3  # seeds the research loop runs the baseline with, to measure the seed spread
+    overhead: float = 300.0  # seconds allowed on top of twice the budget for startup, compile and eval
+    steps: int | None = None  # fixed-step mode: train exactly this many steps, no calibration (same on any machine)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -35,34 +42,76 @@ PROFILES: dict[str, Profile] = {
     for p in [
         # Upstream karpathy/autoresearch's constants, so our numbers sit beside theirs.
         Profile(
-            "h100", 300.0, 2048, 40 * 524288, 8, 128, 2**19, "one 80 GB NVIDIA H100 (upstream's constants)"
+            "h100", 300.0, 2048, 40 * 524288, 8, 128, 2**19, "one 80 GB NVIDIA H100 (upstream's constants)",
+            baseline_seeds=2, overhead=600.0,
         ),
         # MLX trains with unfused attention on Metal (B*H*T*T scores): T=1024 at batch 16 fits a 16-24 GB laptop.
         Profile("laptop", 300.0, 1024, 2**21, 4, 16, 2**16, "Apple Silicon laptop (16-24 GB) or a small GPU"),
         Profile("cpu", 60.0, 256, 2**17, 2, 16, 2**12, "a few CPU cores: one-minute experiments"),
-        Profile("ci", 6.0, 64, 2**12, 2, 8, 2**10, "tests and CI: seconds"),
+        Profile("ci", 6.0, 64, 2**12, 2, 8, 2**10, "tests and CI: seconds", overhead=180.0),
     ]
 }
 
 
 def get_profile(name: str | None = None) -> Profile:
-    """Resolve a profile: explicit name, else $AUTORESEARCH_PROFILE, else the hardware recommendation."""
+    """Resolve a profile: explicit name, else $AUTORESEARCH_PROFILE, else the hardware recommendation.
+
+    A name may carry overrides, each of which makes it another experiment: "h100@120s" (another time budget),
+    "ci@20steps" (fixed-step mode), "cpu@90s@40steps". $AUTORESEARCH_TIME_BUDGET and $AUTORESEARCH_STEPS add the
+    same suffixes."""
     name = name or os.environ.get(ENV_VAR)
     if not name:
         from common.hardware import probe  # lazy: probing imports the frameworks
 
         name = probe()["recommended"]["profile"]
-    base, _, _ = name.partition("@")
+    base, *suffixes = name.split("@")
     if base not in PROFILES:
         raise ValueError(
             f"unknown profile {name!r}: choose one of {', '.join(PROFILES)} (--profile or ${ENV_VAR})"
         )
+    budget, steps = None, None
+    for suffix in suffixes:
+        m = re.fullmatch(r"(\d+)steps|(\d+(?:\.\d+)?)s", suffix)
+        if not m:
+            raise ValueError(
+                f"profile {name!r}: unknown override @{suffix} (use @<seconds>s or @<N>steps, e.g. ci@20steps)"
+            )
+        steps, budget = (int(m.group(1)), budget) if m.group(1) else (steps, float(m.group(2)))
+    if os.environ.get(BUDGET_ENV):
+        budget = _positive(os.environ[BUDGET_ENV], BUDGET_ENV, float, "number of seconds")
+    if os.environ.get(STEPS_ENV):
+        steps = _positive(os.environ[STEPS_ENV], STEPS_ENV, int, "whole number of steps")
+    if budget is not None and budget <= 0 or steps is not None and steps <= 0:
+        raise ValueError(f"profile {name!r}: the budget and the step count must be positive")
     profile = PROFILES[base]
-    budget = os.environ.get(BUDGET_ENV)
-    if budget:
-        # Another budget is another experiment: the name says so, so results never mix with the base profile's.
-        seconds = float(budget)
-        if seconds <= 0:
-            raise ValueError(f"${BUDGET_ENV}={budget} must be a positive number of seconds")
-        profile = replace(profile, name=f"{base}@{seconds:g}s", time_budget=seconds)
+    # Another budget is another experiment: the name says so, so results never mix with the base profile's.
+    if budget is not None:
+        profile = replace(profile, name=f"{base}@{budget:g}s", time_budget=budget)
+    if steps is not None:
+        profile = replace(profile, name=f"{profile.name}@{steps}steps", steps=steps)
     return profile
+
+
+def _positive(value: str, var: str, kind, what: str):
+    try:
+        number = kind(value)
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise ValueError(f"${var}={value} must be a positive {what}")
+    return number
+
+
+def run_seed() -> int:
+    """The seed of this run (weights and data order): the harness sets $AUTORESEARCH_SEED, so a script cannot
+    improve its score by picking a lucky one."""
+    value = os.environ.get(SEED_ENV, str(DEFAULT_SEED))
+    if not value.isdigit():
+        raise ValueError(f"${SEED_ENV}={value} must be a non-negative whole number")
+    return int(value)
+
+
+def run_timeout(profile: Profile) -> float:
+    """The hard limit of one run: the scripts stop themselves at twice the budget; startup, compile and eval get
+    the profile's overhead on top."""
+    return 2 * profile.time_budget + profile.overhead
