@@ -1,6 +1,6 @@
 """The `autoresearch` command line.
 
-    autoresearch demo                       # prepare the offline demo data and run one short experiment
+    autoresearch demo                       # the research loop on the offline demo data, with a scripted agent
     autoresearch prepare [--dataset ...]    # data + tokenizer + token shards
     autoresearch train --backend mlx        # one experiment with the active profile, its whole output shown
     autoresearch run --tag nov25            # judge the script's change: keep it or revert it, and record it
@@ -19,8 +19,6 @@ import sys
 from pathlib import Path
 
 import click
-
-from common.profiles import PROFILES
 
 
 class UserError(click.ClickException):
@@ -132,48 +130,45 @@ _backend_opt = click.option(
 _profile_opt = click.option(
     "--profile",
     default=None,
-    type=click.Choice(list(PROFILES)),
-    help="default: $AUTORESEARCH_PROFILE or check-hardware's pick",
+    help="ci, cpu, laptop, h100, or with an override (h100@120s, ci@50steps); "
+    "default: $AUTORESEARCH_PROFILE or check-hardware's pick",
 )
 
 
 @main.command()
 @_backend_opt
 @_profile_opt
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="fixed-step mode: exactly N steps")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="default 42")
+@click.option("--timeout", type=click.FloatRange(min=1), default=None, help="seconds (default: the profile's)")
 @click.option(
     "--log", "log_path", type=click.Path(path_type=Path), default=Path("run.log"), show_default=True
 )
 @_user_errors
-def train(backend, profile, log_path) -> None:
-    """Run one fixed-time experiment and print its summary."""
-    _train(backend, profile, log_path)
+def train(backend, profile, steps, seed, timeout, log_path) -> None:
+    """Run one experiment and show its whole output (nothing is recorded: `autoresearch run` records)."""
+    _train(backend, profile, log_path, steps=steps, seed=seed, timeout=timeout)
 
 
-def _train(backend: str, profile: str | None, log_path: Path, data_dir: Path | None = None) -> dict:
-    from common.profiles import get_profile
+def _train(backend: str, profile: str | None, log_path: Path, data_dir: Path | None = None, *, steps=None,
+           seed=None, timeout=None) -> dict:  # fmt: skip
+    from common.profiles import get_profile, run_timeout
     from common.runner import resolve_backend, run_experiment
 
     backend = resolve_backend(backend)
     prof = get_profile(profile)
+    if steps:
+        prof = get_profile(f"{prof.name}@{steps}steps")
+    timeout = timeout or run_timeout(prof)
     click.echo(
         f"train: backend {backend}, profile {prof.name} ({prof.description}); log {log_path}", err=True
     )
-    result = run_experiment(backend, prof.name, log_path, data_dir)
+    result = run_experiment(backend, prof.name, log_path, data_dir, timeout=timeout, seed=seed)
+    if result["timed_out"]:
+        raise UserError(f"the run took longer than {timeout:.0f}s and was stopped (--timeout): see {log_path}")
     if result["exit_code"] != 0 or "val_bpb" not in result:
         raise UserError(f"the run failed (exit {result['exit_code']}): see {log_path}")
     return result
-
-
-@main.command()
-@_backend_opt
-@click.option("--profile", default="ci", show_default=True, type=click.Choice(list(PROFILES)))
-@_user_errors
-def demo(backend, profile) -> None:
-    """Prepare the embedded offline demo data and run one short experiment on it."""
-    from common.prepare import prepare as run_prepare
-
-    data_dir = run_prepare("demo")
-    _train(backend, profile, Path("run.log"), data_dir)
 
 
 @main.command()
@@ -379,6 +374,24 @@ def _results_dir_for(tag: str | None) -> Path:
     raise UserError(
         f"which research branch? pass --tag ({', '.join(recorded) or 'none recorded under runs/'})"
     )
+
+
+@main.command()
+@_backend_opt
+@click.option("--turns", type=click.IntRange(min=0), default=3, show_default=True, help="agent turns")
+@click.option("--steps", type=click.IntRange(min=1), default=50, show_default=True, help="training steps per run")
+@click.option("--seeds", type=click.IntRange(min=1), default=None, help="baseline seeds (default: the profile's)")
+@_research_errors
+@_user_errors
+def demo(backend, turns, steps, seeds) -> None:
+    """The research loop on the embedded offline demo data: a scripted agent, a few turns, the table and plot.
+
+    Runs in a scratch worktree on a new branch autoresearch/demo-<time>: your checkout is not touched."""
+    from common.prepare import prepare as run_prepare
+    from common.research.demo import run_demo
+
+    data_dir = run_prepare("demo")
+    run_demo(Path.cwd(), data_dir, None if backend == "auto" else backend, turns, steps, seeds)
 
 
 if __name__ == "__main__":

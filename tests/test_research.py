@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -437,3 +436,26 @@ def test_loop_with_the_real_twin_and_the_example_agent(repo, tmp_path):
             assert 0 < run["val_bpb"] < 20
     assert recs[0]["spread"] == pytest.approx(abs(recs[0]["runs"][0]["val_bpb"] - recs[0]["runs"][1]["val_bpb"]))
     assert git(repo, "status", "--porcelain") == ""
+
+
+@pytest.mark.slow
+def test_demo_runs_the_loop_in_a_scratch_worktree(tmp_path, monkeypatch):
+    """`autoresearch demo` (README's first command): the loop on demo data, the user's checkout untouched."""
+    root = tmp_path / "clone"
+    for rel in git(ROOT, "ls-files", "--cached", "--others", "--exclude-standard").splitlines():
+        if (ROOT / rel).is_file():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, root / rel)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "clone")
+    head = git(root, "rev-parse", "HEAD")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    out = cli(root, "demo", "--backend", "cpu", "--turns", "1", "--steps", "5", "--seeds", "2", env=env)
+    assert git(root, "rev-parse", "--abbrev-ref", "HEAD") == "main" and git(root, "rev-parse", "HEAD") == head
+    assert git(root, "status", "--porcelain") == "" and len(git(root, "worktree", "list").splitlines()) == 1
+    (results,) = (root / "runs").iterdir()
+    recs = read_jsonl(results / "ledger.jsonl")
+    assert [r["id"] for r in recs] == [1, 2] and recs[1]["description"] == "matrix lr 0.04 -> 0.06"
+    assert git(root, "branch", "--list", f"autoresearch/{results.name}")
+    assert "baseline" in out.stdout and "best experiments:" in out.stdout

@@ -22,7 +22,7 @@ class GitError(Exception):
 class Ratchet:
     def __init__(self, root: Path, script: str):
         try:
-            self.repo = git.Repo(root)
+            self.repo = git.Repo(root, search_parent_directories=True)
         except (git.InvalidGitRepositoryError, git.NoSuchPathError):
             raise GitError(
                 f"{root} is not a git repository: the loop keeps and reverts commits, so run it in a git "

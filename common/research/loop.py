@@ -26,7 +26,7 @@ from common.research import agents
 from common.research.decide import Decision, confirm, decide, seed_spread
 from common.research.execute import Expected, LiveLine, RunSpec, execute, run_key
 from common.research.gitops import Ratchet
-from common.research.ledger import Ledger
+from common.research.ledger import Ledger, now_iso
 
 FIXED_HINT = "common/, backends/, prepare.py, tests/, pyproject.toml and program.md are the fixed harness"
 
@@ -76,6 +76,7 @@ class Session:
         self.seeds = [DEFAULT_SEED + i for i in range(max(1, k))]
         self.timeout = s.timeout or run_timeout(self.profile)
         self.state_path = self.results_dir / "state.json"
+        self._started: str | None = None  # when the experiment being recorded began (for the search's throughput)
 
     def _pinned(self, key: str, given, base: dict | None):
         pinned = base and base.get(key)
@@ -191,7 +192,8 @@ class Session:
             "tag": self.tag, "branch": Ratchet.branch_name(self.tag), "backend": self.backend,
             "profile": self.profile.name, "dataset": self.dataset, "script": self.script,
         }  # fmt: skip
-        rec = self.ledger.append({**base, **rec})
+        rec = self.ledger.append({**base, "started": self._started or now_iso(), **rec})
+        self._started = None
         self.result_line(rec)
         return rec
 
@@ -200,6 +202,7 @@ class Session:
     def ensure_baseline(self) -> dict:
         if self.best:
             return self.best
+        self._started = now_iso()
         commit = self.ratchet.head()
         text = self.ratchet.script_at(commit)
         exp_id = self.ledger.next_id()
@@ -403,6 +406,7 @@ class Session:
             description = description or "; ".join(subjects)
         if not self.ratchet.tracked_changes():
             return None
+        self._started = now_iso()
         return self.propose(description or f"edit {self.script}")
 
     # -- the loop ------------------------------------------------------------------------------------------------
@@ -447,6 +451,7 @@ class Session:
         return {"iterations": done, "why": why}
 
     def _iteration(self, agent_command: str, program: str, agent_timeout: float) -> dict:
+        self._started = now_iso()
         best, base = self.best, self.ledger.baseline
         exp_id = self.ledger.next_id()
         untracked_before = self.ratchet.untracked()

@@ -51,11 +51,12 @@ def summarize(records: list[dict], top: int = 10, kept_only: bool = False) -> di
     ]  # fmt: skip
     ran = [r for r in records if r.get("runs")]
     if len(records) >= 2:
-        hours = (_epoch(records[-1]["time"]) - _epoch(records[0]["time"])) / 3600
+        # From the first experiment's start (the baseline's runs included) to the last one's record.
+        hours = (_epoch(records[-1]["time"]) - _epoch(records[0].get("started", records[0]["time"]))) / 3600
         run_seconds = sum(run.get("wall_seconds") or 0 for r in ran for run in r["runs"] if not run.get("cached"))
         out["search"] = {
             "hours": round(hours, 3),
-            "experiments_per_hour": round((len(records) - 1) / hours, 2) if hours > 0 else None,
+            "experiments_per_hour": round(len(records) / hours, 2) if hours > 0 else None,
             "run_seconds": round(run_seconds, 1),
             "busy_fraction": round(run_seconds / (hours * 3600), 3) if hours > 0 else None,
         }
@@ -99,6 +100,7 @@ def plot(records: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")  # no display needed: this writes a file
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     judged = [r for r in records if r["status"] in ("keep", "discard") and r.get("val_bpb")]
     fig, ax = plt.subplots(figsize=(10, 5))
@@ -116,6 +118,7 @@ def plot(records: list[dict], path: Path) -> None:
     first = records[0] if records else {}
     ax.set_title(f"autoresearch/{first.get('tag')}: {first.get('profile')} on {first.get('backend')}")
     ax.set_xlabel("experiment")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("val_bpb (lower is better)")
     ax.grid(alpha=0.3)
     ax.legend()
