@@ -15,9 +15,7 @@ import time
 
 T_START = time.time()  # before the heavy imports, so startup_seconds counts them
 
-import gc
 import math
-import sys
 from dataclasses import asdict, dataclass
 
 import torch
@@ -25,11 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
-from common.data import PreparedData
-from common.evaluate import evaluate_bpb
-from common.mfu import mfu_percent
-from common.profiles import get_profile, run_seed
-from common.summary import print_summary
+from common.profiles import current_profile
+from common.protocol import Run
 
 # isort: split
 from backends import torch_backend as tb
@@ -498,11 +493,10 @@ class MuonAdamW:
 # Hyperparameters (edit these directly, no CLI flags)
 # ---------------------------------------------------------------------------------------------------------------
 
-PROFILE = get_profile()  # $AUTORESEARCH_PROFILE (the harness sets it); different profiles never compare
+# The profile fixes the budget, the context length, the val set and the seed (common/protocol.py runs them); it
+# also gives this tier's starting point for the batch and the model size below, which are ours to change.
+PROFILE = current_profile()  # $AUTORESEARCH_PROFILE, set by the harness
 MAX_SEQ_LEN = PROFILE.max_seq_len  # context length T (fixed by the profile)
-TIME_BUDGET = PROFILE.time_budget  # seconds of training steps (fixed by the profile)
-FIXED_STEPS = PROFILE.steps  # None, or exactly this many steps (fixed by the profile: "ci@20steps")
-EVAL_TOKENS = PROFILE.eval_tokens  # val set size (fixed by the profile)
 
 # Model architecture
 ASPECT_RATIO = 64  # model_dim = DEPTH * ASPECT_RATIO, rounded up to a multiple of HEAD_DIM
@@ -532,11 +526,8 @@ WINDOW_CHUNK = MAX_SEQ_LEN // 2 if MAX_SEQ_LEN >= 2048 else 0
 # Model size
 DEPTH = PROFILE.depth  # number of layers: the one size dial
 
-SEED = run_seed()  # weights and data order: the harness sets it; the summary reports it
 EVAL_BATCH_SIZE = DEVICE_BATCH_SIZE  # val rows per eval batch (the training shape: eval reuses its graph)
 COMPILE = True  # torch.compile the model and the optimizer steps (CUDA with Triton only; elsewhere eager)
-COMPILE_STEPS = 2  # first steps, thrown away, that compile and warm up (compile_seconds)
-CALIBRATION_STEPS = 10  # next steps, thrown away, whose mean time fixes the step count (calibration_seconds)
 
 
 def get_lr_multiplier(progress):
@@ -615,222 +606,51 @@ def make_train_step(model, optimizer, compiled=True):
     return step
 
 
-def main():
-    # -----------------------------------------------------------------------------------------------------------------
-    # Setup
-    # -----------------------------------------------------------------------------------------------------------------
-    dev = tb.detect()
-    tb.setup()
-    device = tb.device_name()
-    compiled = COMPILE and dev.compile
-    mode = dev.compile_reason if compiled or not dev.compile else "eager (COMPILE = False)"
-    print(f"backend {dev.type} ({dev.reason}): {device}; {mode}", flush=True)
-    marks = [("imports", T_IMPORTED), ("device", time.time())]  # startup phases, printed below
-    torch.manual_seed(SEED)
-    data = PreparedData.open()
-    val_rows = data.val_rows(MAX_SEQ_LEN, EVAL_TOKENS)
-    marks.append(("data", time.time()))
-
-    model_dim = math.ceil(DEPTH * ASPECT_RATIO / HEAD_DIM) * HEAD_DIM
+def build_config(depth, seq_len, vocab_size):
+    """The model for a depth: width DEPTH * ASPECT_RATIO rounded up to whole heads (the one size formula)."""
+    model_dim = math.ceil(depth * ASPECT_RATIO / HEAD_DIM) * HEAD_DIM
     n_head = model_dim // HEAD_DIM
-    config = GPTConfig(
-        sequence_len=MAX_SEQ_LEN, vocab_size=data.vocab_size, n_layer=DEPTH, n_head=n_head, n_kv_head=n_head,
+    return GPTConfig(
+        sequence_len=seq_len, vocab_size=vocab_size, n_layer=depth, n_head=n_head, n_kv_head=n_head,
         n_embd=model_dim, window_pattern=WINDOW_PATTERN,
     )  # fmt: skip
+
+
+def main():
+    dev = tb.detect()
+    tb.setup()
+    compiled = COMPILE and dev.compile
+    mode = dev.compile_reason if compiled or not dev.compile else "eager (COMPILE = False)"
+    print(f"backend {dev.type} ({dev.reason}): {tb.device_name()}; {mode}", flush=True)
+    run = Run(T_START, T_IMPORTED, tb, dev.type)  # profile, seed, data and val rows: the harness's, not ours
+    torch.manual_seed(run.seed)
+    config = build_config(DEPTH, run.seq_len, run.vocab_size)
     with torch.device(dev.device):
         model = GPT(config)
     model.init_weights()
-    num_params, flops_per_token = model.num_params(), model.estimate_flops()
-
-    tokens_per_fwdbwd = DEVICE_BATCH_SIZE * MAX_SEQ_LEN
-    assert TOTAL_BATCH_SIZE % tokens_per_fwdbwd == 0, (
-        "TOTAL_BATCH_SIZE must be a multiple of DEVICE_BATCH_SIZE * T"
-    )
-    grad_accum_steps = TOTAL_BATCH_SIZE // tokens_per_fwdbwd
     optimizer = setup_optimizer(
         model, unembedding_lr=UNEMBEDDING_LR, embedding_lr=EMBEDDING_LR, matrix_lr=MATRIX_LR,
         weight_decay=WEIGHT_DECAY, adam_betas=ADAM_BETAS, scalar_lr=SCALAR_LR,
     )  # fmt: skip
     train_step = make_train_step(model, optimizer, compiled=compiled)
+    initial = [{k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}]  # kept on the host
 
-    def next_batch(loader):
-        xs, ys, epoch = [], [], 1
-        for _ in range(grad_accum_steps):
-            x, y, epoch = next(loader)
-            xs.append(tb.to_device(x))  # pinned, asynchronous: overlaps the step in flight
-            ys.append(tb.to_device(y))
-        return xs, ys, epoch
+    def step(x, y, i, progress):
+        optimizer.set_schedule(get_lr_multiplier(progress), get_muon_momentum(i), get_weight_decay(progress))
+        return train_step(x, y)
 
-    budget = f"{FIXED_STEPS} steps" if FIXED_STEPS else f"{TIME_BUDGET:.0f}s"
-    print(f"profile {PROFILE.name}: {PROFILE.description}; data {data.name} ({data.dir})")
-    print(f"model {asdict(config)}: {num_params / 1e6:.2f}M params, {flops_per_token:.3e} FLOPs/token")
-    print(
-        f"batch {TOTAL_BATCH_SIZE:,} tokens = {grad_accum_steps} x {DEVICE_BATCH_SIZE} x {MAX_SEQ_LEN}; budget {budget}"
-    )
-    marks.append(("model", time.time()))
-    startup_seconds = marks[-1][1] - T_START  # from before `import torch`
-    phases = zip(marks, [("start", T_START)] + marks)
-    print(f"startup {startup_seconds:.1f}s: " + ", ".join(f"{n} {t - t0:.1f}s" for (n, t), (_, t0) in phases))
+    def reset():  # after the throwaway compile and calibration steps
+        weights = initial.pop()
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                v.copy_(weights[k])
+        optimizer.reset()
 
-    # -----------------------------------------------------------------------------------------------------------------
-    # Time accounting
-    # -----------------------------------------------------------------------------------------------------------------
-    # A wall-clock budget makes reruns disagree: throughput jitter changes the step count and, through
-    # progress = seconds / budget, the whole lr and weight-decay schedule (upstream's reruns spread by ~0.05 bpb).
-    # So the step count is fixed before training: COMPILE_STEPS compile, CALIBRATION_STEPS are timed, and
-    # num_steps = round(TIME_BUDGET / their mean step time). Weights and optimizer state are then reset and the
-    # loader restarts from its seed, so the run trains exactly num_steps steps with progress = step / num_steps on
-    # the same data as any rerun; reruns differ only by the calibration's jitter (a step or two in hundreds) and
-    # nondeterministic GPU kernels. Every step that shapes the final model is timed as training; the thrown-away
-    # steps are reported as compile_seconds and calibration_seconds. A slower change still gets fewer steps.
-    # Fixed-step mode (FIXED_STEPS) skips the calibration: the same step count on any machine (tests, comparisons
-    # across hardware). Its compile steps and the reset still keep compile time out of training_seconds.
-    calibration_steps = 0 if FIXED_STEPS else CALIBRATION_STEPS
-    initial = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}  # kept on the host
-    loader = data.train_batches(DEVICE_BATCH_SIZE, MAX_SEQ_LEN, seed=SEED)
-    t0 = time.time()
-    for i in range(COMPILE_STEPS + calibration_steps):
-        if i == COMPILE_STEPS:
-            tb.sync()
-            compile_seconds, t0 = time.time() - t0, time.time()
-        optimizer.set_schedule(get_lr_multiplier(0.0), get_muon_momentum(i), get_weight_decay(0.0))
-        x, y, _ = next_batch(loader)
-        loss = train_step(x, y)
-    loss_f = loss.item()  # waits for the device
-    calibration_seconds = time.time() - t0
-    if not calibration_steps:  # the compile steps were all there was
-        compile_seconds, calibration_seconds = calibration_seconds, 0.0
-    loader.close()
-    if math.isnan(loss_f) or loss_f > 100:
-        phase = "calibration" if calibration_steps else "the compile steps"
-        print(f"FAIL: loss {loss_f} during {phase}", flush=True)
-        sys.exit(1)
-    num_steps = FIXED_STEPS or max(1, round(TIME_BUDGET * CALIBRATION_STEPS / calibration_seconds))
-    with torch.no_grad():
-        for k, v in model.state_dict().items():
-            v.copy_(initial[k])
-    optimizer.reset()
-    del initial
-    if FIXED_STEPS:
-        print(
-            f"compile {compile_seconds:.1f}s ({COMPILE_STEPS} steps); fixed-step mode: {num_steps} steps",
-            flush=True,
-        )
-    else:
-        print(
-            f"compile {compile_seconds:.1f}s ({COMPILE_STEPS} steps); calibration "
-            f"{calibration_seconds / CALIBRATION_STEPS * 1e3:.0f} ms/step over {CALIBRATION_STEPS} steps -> "
-            f"{num_steps} steps for {TIME_BUDGET:g}s",
-            flush=True,
-        )
-
-    # -----------------------------------------------------------------------------------------------------------------
-    # Training loop
-    # -----------------------------------------------------------------------------------------------------------------
-    loader = data.train_batches(DEVICE_BATCH_SIZE, MAX_SEQ_LEN, seed=SEED)
-    x, y, epoch = next_batch(loader)
-    gc.collect()
-    gc.freeze()  # no collector pauses mid-run (upstream: ~500 ms each)
-    gc.disable()
-    smooth_loss, pending, next_epoch = 0.0, None, epoch
-    tb.sync()
-    t_train = time.time()
-    last = tb.mark()
-
-    def report(step, progress, lrm, epoch, read, start, end, smooth_loss):
-        loss_f = read()  # waits for that step only
-        dt = tb.seconds_between(start, end)  # device time of the step, timed by events: no extra sync
-        now = time.time()
-        if math.isnan(loss_f) or loss_f > 100:
-            print(f"FAIL: loss {loss_f} at step {step}", flush=True)
-            sys.exit(1)
-        smooth_loss = 0.9 * smooth_loss + 0.1 * loss_f
-        tok_s = TOTAL_BATCH_SIZE / dt
-        mfu = mfu_percent(flops_per_token, tok_s, device)
-        remaining = (num_steps - step - 1) * (now - t_train) / (step + 1)
-        print(
-            f"step {step:05d} ({100 * progress:.1f}%) | loss {smooth_loss / (1 - 0.9 ** (step + 1)):.6f} | "
-            f"lrm {lrm:.2f} | dt {dt * 1000:.0f}ms | tok/s {tok_s:,.0f} | mfu {'-' if mfu is None else f'{mfu:.1f}%'} | "
-            f"epoch {epoch} | remaining {remaining:.0f}s",
-            flush=True,
-        )
-        return smooth_loss
-
-    step = 0
-    for step in range(num_steps):
-        progress = step / num_steps
-        lrm = get_lr_multiplier(progress)
-        optimizer.set_schedule(lrm, get_muon_momentum(step), get_weight_decay(progress))
-        loss = train_step(x, y)
-        read, end = tb.async_item(loss), tb.mark()  # the one host read per step, of the step before
-        if step + 1 < num_steps:
-            x, y, next_epoch = next_batch(loader)
-        if pending is not None:
-            smooth_loss = report(*pending, smooth_loss)  # the GPU has this step queued meanwhile
-        pending, epoch, last = (step, progress, lrm, epoch, read, last, end), next_epoch, end
-        # Never in fixed-step mode: its step count must not depend on the machine's speed.
-        if not FIXED_STEPS and time.time() - t_train > 2 * TIME_BUDGET:
-            print(
-                f"warning: stopping at step {step}: twice the {TIME_BUDGET:g}s budget has passed", flush=True
-            )
-            break
-    report(*pending, smooth_loss)
-    tb.sync()
-    training_seconds = time.time() - t_train
-    num_steps = step + 1
-    loader.close()
-    gc.enable()
-    print(
-        f"startup {startup_seconds:.1f}s, compile {compile_seconds:.1f}s, "
-        f"calibration {calibration_seconds:.1f}s, training {training_seconds:.1f}s"
-    )
-
-    # -----------------------------------------------------------------------------------------------------------------
-    # Final eval + summary
-    # -----------------------------------------------------------------------------------------------------------------
-    t_eval = time.time()
-    loss_fn = tb.make_loss_fn(train_step.model, max_rows=EVAL_BATCH_SIZE, training_graph=compiled)
-    val_bpb = evaluate_bpb(loss_fn, val_rows, EVAL_BATCH_SIZE, data.token_bytes)
-    eval_seconds = time.time() - t_eval
-    eval_tokens = val_rows.shape[0] * MAX_SEQ_LEN
-    print(f"eval {eval_tokens:,} tokens in {eval_seconds:.1f}s ({eval_tokens / eval_seconds:,.0f} tok/s)")
-
-    train_tokens = data.manifest["stats"]["train_tokens"]
-    epochs = num_steps * TOTAL_BATCH_SIZE / train_tokens  # passes over the train split
-    if epochs > 1:
-        print(
-            f"warning: this run made {epochs:.2f} passes over the {train_tokens:,} train tokens: val_bpb now "
-            "rewards memorisation; prepare more data or train fewer steps",
-            flush=True,
-        )
-    tokens_per_second = num_steps * TOTAL_BATCH_SIZE / training_seconds
-    print_summary(
-        {
-            "val_bpb": val_bpb,
-            "training_seconds": training_seconds,
-            "total_seconds": time.time() - T_START,
-            "peak_vram_mb": tb.peak_memory_mb(),
-            "mfu_percent": mfu_percent(flops_per_token, tokens_per_second, device),
-            "total_tokens_M": num_steps * TOTAL_BATCH_SIZE / 1e6,
-            "num_steps": num_steps,
-            "num_params_M": num_params / 1e6,
-            "depth": DEPTH,
-            "backend": dev.type,
-            "device": device,
-            "profile": PROFILE.name,
-            "startup_seconds": round(startup_seconds, 2),
-            "compile_seconds": round(compile_seconds, 2),
-            "calibration_seconds": round(calibration_seconds, 2),
-            "eval_seconds": round(eval_seconds, 2),
-            "tokens_per_second": round(tokens_per_second, 1),
-            "dataset": data.name,
-            "seed": SEED,
-            "max_seq_len": MAX_SEQ_LEN,
-            "eval_tokens": eval_tokens,
-            "epochs": round(epochs, 4),
-            "steps_mode": "fixed" if FIXED_STEPS else "time",
-        }
-    )
+    run.train(
+        step, reset, device_batch_size=DEVICE_BATCH_SIZE, total_batch_size=TOTAL_BATCH_SIZE,
+        num_params=model.num_params(), flops_per_token=model.estimate_flops(), depth=DEPTH, model_text=str(asdict(config)),
+    )  # fmt: skip
+    run.finish(tb.make_loss_fn(train_step.model, max_rows=EVAL_BATCH_SIZE, training_graph=compiled), EVAL_BATCH_SIZE)
 
 
 if __name__ == "__main__":

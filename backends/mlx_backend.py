@@ -15,6 +15,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -292,6 +293,28 @@ def tanh_cpu(x):
 def to_array(a: np.ndarray) -> mx.array:
     """numpy -> mx.array (unified memory on Apple: no device copy to wait for)."""
     return mx.array(np.ascontiguousarray(a))
+
+
+# The run protocol's hooks (common/protocol.py).
+
+
+def batch(xs: list[np.ndarray], ys: list[np.ndarray]) -> tuple[mx.array, mx.array]:
+    """A step's micro-batches, stacked: (accum, B, T) inputs and targets."""
+    return to_array(np.stack(xs)), to_array(np.stack(ys))
+
+
+def read_later(loss: mx.array):
+    """`read() -> float`: the twin's step has already evaluated the loss (its mx.eval is the step's sync)."""
+    return loss.item
+
+
+def mark() -> float:
+    """A timing point: the host clock, since each step's mx.eval has waited for the device."""
+    return time.perf_counter()
+
+
+def seconds_between(a: float, b: float) -> float:
+    return b - a
 
 
 def eval_chunk_rows(seq_len: int, vocab_size: int, batch_size_limit: int) -> int:

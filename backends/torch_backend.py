@@ -209,6 +209,17 @@ def to_device(a: np.ndarray, device: torch.device | None = None) -> torch.Tensor
     return t.to(device)
 
 
+# The run protocol's hooks (common/protocol.py).
+
+
+def batch(xs: list[np.ndarray], ys: list[np.ndarray]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """A step's micro-batches on the device (pinned, asynchronous on CUDA: the copies overlap the step in flight)."""
+    return [to_device(x) for x in xs], [to_device(y) for y in ys]
+
+
+read_later = async_item  # the one host read per step, of the step before
+
+
 def make_loss_fn(
     model, device: torch.device | None = None, max_rows: int | None = None, training_graph: bool = False
 ):

@@ -92,6 +92,34 @@ def get_profile(name: str | None = None) -> Profile:
     return profile
 
 
+def current_profile() -> Profile:
+    """The profile a training script runs under: $AUTORESEARCH_PROFILE, else a guess from the platform and
+    nvidia-smi that imports no framework (importing a twin must stay cheap; check-hardware measures properly)."""
+    if os.environ.get(ENV_VAR) or os.environ.get(BUDGET_ENV) or os.environ.get(STEPS_ENV):
+        return get_profile(os.environ.get(ENV_VAR) or "cpu")
+    return get_profile(_guess_tier())
+
+
+def _guess_tier() -> str:
+    import platform
+    import shutil
+    import subprocess
+
+    if platform.system() == "Darwin" and platform.machine() == "arm64":
+        return "laptop"
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                capture_output=True, text=True, timeout=5,
+            ).stdout  # fmt: skip
+            mib = max(int(v) for v in out.split())
+            return "h100" if mib >= 70 * 1024 else "laptop"
+        except (OSError, ValueError, subprocess.SubprocessError):
+            pass
+    return "cpu"
+
+
 def _positive(value: str, var: str, kind, what: str):
     try:
         number = kind(value)
