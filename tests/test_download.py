@@ -1,4 +1,5 @@
-"""common/download.py against a real HTTP server on 127.0.0.1 that injects faults. No network, about a second.
+"""common/download.py against a real HTTP server on 127.0.0.1 that injects faults. No network, about a second;
+no verdict depends on the machine's speed (a barrier, not a delay, makes requests overlap).
 
 .venv/bin/pytest tests/test_download.py
 """
@@ -13,7 +14,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,7 +42,7 @@ class Hub:
         self.faults: dict[str, list] = defaultdict(list)
         self.ignore_range: set[str] = set()
         self.requests: list[tuple[str, dict[str, str]]] = []
-        self.delay = 0.0
+        self.gate: threading.Barrier | None = None  # requests wait here until `parties` of them are in flight
         self.inflight = self.max_inflight = 0
         self.lock = threading.Lock()
 
@@ -68,12 +68,15 @@ class Handler(BaseHTTPRequestHandler):
             fault = hub.faults[path].pop(0) if hub.faults[path] else None
             hub.inflight += 1
             hub.max_inflight = max(hub.max_inflight, hub.inflight)
-        try:
-            time.sleep(hub.delay)
-            self._serve(hub, path, fault)
-        finally:
-            with hub.lock:
-                hub.inflight -= 1
+        if hub.gate is not None:
+            try:
+                hub.gate.wait()
+            except threading.BrokenBarrierError:
+                fault = 503  # too few requests ever overlapped: the test sees the retries and fails
+        # Out of flight before any byte of the reply: a client can only send its next request after this.
+        with hub.lock:
+            hub.inflight -= 1
+        self._serve(hub, path, fault)
 
     def _serve(self, hub: Hub, path: str, fault) -> None:
         if isinstance(fault, (int, tuple)):
@@ -125,15 +128,17 @@ def remote(hub: Hub, tmp_path: Path, name: str, data: bytes, sha256: str | None 
 
 
 def test_parallel_download_records_sha256(hub, tmp_path, capsys):
-    hub.delay = 0.05  # long enough for requests to overlap
+    # Six files, three workers: requests pass the gate three at a time, so three are in flight at once however
+    # fast the machine, and never more (a serial download breaks the barrier and fails).
+    hub.gate = threading.Barrier(3, timeout=10)
     payloads = {f"f{i}.bin": os.urandom(50_000 + i) for i in range(6)}
     files = [remote(hub, tmp_path / "out", name, data) for name, data in payloads.items()]
-    result = dl.download_all(files, workers=3, backoff=0.01, progress=True)
+    result = dl.download_all(files, workers=3, retries=0, backoff=0.01, progress=True)
     assert result == {tmp_path / "out" / n: sha(d) for n, d in payloads.items()}
     for name, data in payloads.items():
         assert (tmp_path / "out" / name).read_bytes() == data
     assert not list((tmp_path / "out").glob("*.part"))
-    assert 2 <= hub.max_inflight <= 3
+    assert hub.max_inflight == 3 and len(hub.requests) == 6
     err = capsys.readouterr().err
     assert "] f0.bin (0.1 MB)" in err and "done: 6/6 files" in err
 
@@ -148,12 +153,13 @@ def test_server_errors_are_retried(hub, tmp_path):
     assert len(hub.seen("/a.bin")) == 3 and len(hub.seen("/b.bin")) == 3
 
 
-def test_404_fails_fast_with_clear_message(hub, tmp_path):
+def test_404_fails_fast_with_clear_message(hub, tmp_path, monkeypatch):
     missing = RemoteFile(hub.base + "/nope.parquet", tmp_path / "nope.parquet")
-    t0 = time.monotonic()
+    sleeps = []  # every backoff goes through _sleep: a retry would record one here
+    monkeypatch.setattr(dl, "_sleep", lambda seconds, cancel: sleeps.append(seconds))
     with pytest.raises(DownloadError) as exc:
-        dl.download_all([missing], retries=5, backoff=1.0, progress=False)  # a retry would sleep ~1 s
-    assert time.monotonic() - t0 < 0.5
+        dl.download_all([missing], retries=5, backoff=1.0, progress=False)
+    assert sleeps == []
     assert len(hub.requests) == 1
     assert f"file not found on server: {missing.url}" in str(exc.value)
     assert not missing.dest.exists() and not dl.part_path(missing.dest).exists()
