@@ -40,8 +40,40 @@ def _simulate(
     monkeypatch.setattr(hardware, "_probe_nvidia_smi", lambda: smi)
     info = hardware.probe()
     assert json.loads(json.dumps(info)) == info
-    assert hardware.summarize(info)
+    _check_summary(info)
     return info
+
+
+def _check_summary(info: dict) -> str:
+    """summarize() says what the probe found: the machine, every GPU, every backend's verdict and detail, and the
+    recommendation (or why nothing can run), each from the probe's dict."""
+    text = hardware.summarize(info)
+    lines = text.splitlines()
+    machine = lines[0]
+    assert machine.startswith("machine:")
+    memory = f"{info['memory_gb']} GiB RAM" if info["memory_gb"] else "RAM unknown"
+    for fact in (info["platform"], info["machine"], info["chip"], f"{info['cpu_count']} CPUs", memory):
+        assert fact in machine, (fact, machine)
+    assert machine.endswith(f"Python {info['python']}")
+    gpus = lines[1]
+    assert gpus.startswith("gpus:")
+    assert gpus.split(None, 1)[1] == (
+        ", ".join(f"{g['name']} ({g['memory_gb']} GiB)" for g in info["gpus"]) if info["gpus"] else "none"
+    )
+    assert [ln for ln in lines if ln.startswith("cuda:")] == (
+        [f"cuda:     {info['cuda_version']}"] if info["cuda_version"] else []
+    )
+    for name, b in info["backends"].items():
+        (row,) = [ln for ln in lines if ln.startswith("  ") and ln.split()[0] == name]
+        assert row.split()[1:3] == ["yes" if b["available"] else "no", b["device"] or "-"], row
+        assert row.endswith(b["detail"]), row
+    rec = info["recommended"]
+    if info["ready"]:
+        want = f"recommended: --backend {rec['backend']} --profile {rec['profile']}  ({rec['reason']})"
+    else:
+        want = f"NOT READY: {rec['reason']}"
+    assert lines[-1] == want
+    return text
 
 
 def _mlx(metal=False, cuda=False) -> dict:
@@ -151,4 +183,4 @@ def test_real_probe_on_this_machine():
     assert info["ready"] and info["recommended"]["backend"] in ("mlx", "cuda", "mps", "cpu")
     assert info["recommended"]["profile"] in ("h100", "laptop", "cpu", "ci")
     assert info["cpu_count"] >= 1 and info["chip"]
-    print("\n" + hardware.summarize(info))
+    print("\n" + _check_summary(info))
