@@ -239,6 +239,27 @@ def test_adamw_step_matches_float64_reference(tm):
         np.testing.assert_allclose(np.array(got), want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("eps", [1e-10, 1e-8])  # the groups' eps and another: a hard-coded constant fails one
+def test_adamw_eps_counts_where_second_moments_are_tiny(tm, eps):
+    # Gradients of 1e-6..1e-9 from zero moments: sqrt(v_hat) ~ |g| sits within a few orders of eps, so eps moved
+    # inside the sqrt, or a constant in its place, changes the update (at v ~ 0.1 it vanishes in rounding).
+    rng = np.random.default_rng(8)
+    p, m, v = rng.standard_normal((5, 7)) * 0.1, np.zeros((5, 7)), np.zeros((5, 7))
+    f32 = lambda a: mx.array(a.astype(np.float32))  # noqa: E731
+    got = [f32(p), f32(m), f32(v)]
+    hp = dict(lr=0.01, beta1=0.8, beta2=0.95, eps=eps, wd=0.1)
+    for step in (1, 2, 3):
+        g = rng.standard_normal((5, 7)) * 10.0 ** rng.uniform(-9, -6, size=(5, 7))
+        p, m, v = ref_adamw(p, g, m, v, step, **hp)
+        got = tm.adamw_step(
+            got[0], f32(g), got[1], got[2], mx.array(float(step)), mx.array(hp["lr"]), hp["beta1"], hp["beta2"],
+            hp["eps"], hp["wd"],
+        )  # fmt: skip
+    np.testing.assert_allclose(np.array(got[0]), p, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(np.array(got[1]), m, rtol=1e-5, atol=1e-6 * np.abs(m).max())
+    np.testing.assert_allclose(np.array(got[2]), v, rtol=1e-5, atol=1e-6 * np.abs(v).max())
+
+
 def test_polar_express_is_near_orthogonal_and_finite_in_bf16(tm):
     # The 5-step polynomial maps any singular value in [1e-3, 1] (after the Frobenius normalisation) into
     # [0.8589, 1.1411], not exactly to 1: that is the band to hold, on matrices whose spectrum spans 100x.
@@ -508,6 +529,20 @@ def test_bf16_forward_keeps_the_residual_stream_in_bf16(tm, monkeypatch):
     assert np.isfinite(loss.item())
 
 
+def test_flops_per_token_by_hand(tm):
+    model = tiny_model(tm)  # 3 layers, n_embd 64, 2 heads of 32, vocab 64, T 16, SSSL
+    assert model._window_sizes == [8, 8, 16]  # the last layer always long
+    # Counted by hand (upstream's convention: 6 FLOPs per matmul weight per token, forward + backward).
+    # Per layer: c_q, c_k, c_v, c_proj 4 x 64*64 = 16,384; c_fc 256*64 = 16,384; mlp c_proj 64*256 = 16,384.
+    # ve_gate (2 heads x 32 channels = 64) on layers 0 and 2 (alternate layers ending at the last).
+    # lm_head 64*64 = 4,096. Not matmuls: wte, value_embeds (lookups) and the per-layer lambdas.
+    matmul_weights = 3 * (16_384 + 16_384 + 16_384) + 2 * 64 + 4_096  # = 151,680
+    # Attention per layer per token: q.k and p.v over each visible key, 2 FLOPs x 64 channels (2 heads x 32)
+    # each, forward; x3 for training: 12 * 64 * keys, with keys = the window (8) or T (16).
+    attention = 12 * 64 * (8 + 8 + 16)  # = 24,576
+    assert model.estimate_flops() == 6 * matmul_weights + attention == 934_656
+
+
 def test_window_masks_attend_to_w_plus_one_keys(tm):
     T = 16
     model = tiny_model(tm, n_layer=4, seq=T)  # SSSL -> S S S L
@@ -633,7 +668,14 @@ def test_device_detection_says_why(mb):
     assert dev.type in ("metal", "cuda", "cpu") and dev.reason
     assert dev.dtype == (mx.float32 if dev.type == "cpu" else mx.bfloat16)
     assert isinstance(mb.device_name(), str) and mb.device_name()
-    assert mb.peak_memory_mb() >= 0
+    # The peak, in MiB, is what was held plus a kept 64 MiB array (16 Mi float32), within 1 MiB (MB would be 3+ off).
+    mx.synchronize()
+    mx.reset_peak_memory()
+    before = mx.get_active_memory() / 2**20
+    keep = mx.ones((16 * 2**20,), dtype=mx.float32)
+    mx.eval(keep)
+    assert before + 64 <= mb.peak_memory_mb() < before + 65, (before, mb.peak_memory_mb())
+    assert keep.size == 16 * 2**20
 
 
 def test_cpu_exp_and_tanh_match_float64(mb):
