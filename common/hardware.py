@@ -3,9 +3,12 @@
 probe() looks at the machine (OS, CPU or Apple chip, memory, NVIDIA GPUs) and at each backend (MLX, torch CUDA,
 torch MPS, CPU), then recommends a backend and a profile with a one-line reason. It imports torch and mlx inside
 functions, never at module top, and survives either being missing or broken: the error goes into that backend's
-`detail` instead of a traceback.
+`detail` instead of a traceback. Where only the CPU can train and both frameworks run, it times the model's matmuls
+in each (once per machine, cached in $AUTORESEARCH_HOME) and recommends the faster; advice() lists what would make
+this machine faster.
 
 Run: autoresearch check-hardware        (JSON on stdout, summary on stderr)
+     autoresearch doctor                (what would make this machine faster)
      python -m common.hardware
 """
 
@@ -18,8 +21,16 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 H100_MIN_GB = 70.0  # an 80 GB card reports ~79 GiB; a 40/48 GB card is a "laptop"-tier GPU for our profiles
+OPENBLAS_ENV = "AUTORESEARCH_OPENBLAS"  # the OpenBLAS that MLX gets preloaded (tests: a missing file)
+OPENBLAS_FIX = "sudo apt-get install libopenblas0-pthread"
+SPEED_FILE = "cpu_speed.json"  # in $AUTORESEARCH_HOME: the matmul timings, keyed by what they depend on
+# torch on the CPU is recommended over MLX only when its matmuls are this much faster: at equal matmul speed MLX's
+# compiled step trains faster (a 2-core x86 box, cpu profile: MLX 4.3-5.0K tokens/s, torch ~3.6K; README).
+TORCH_CPU_MARGIN = 1.5
+LOW_DISK_GB = 5.0  # below this much free space where data goes, doctor says so
 
 
 def _run(cmd: list[str], timeout: float = 5.0) -> str | None:
@@ -116,7 +127,13 @@ def _probe_torch() -> dict:
         if torch.cuda.is_available():
             for i in range(torch.cuda.device_count()):
                 props = torch.cuda.get_device_properties(i)
-                out["gpus"].append({"name": props.name, "memory_gb": round(props.total_memory / 2**30, 1)})
+                out["gpus"].append(
+                    {
+                        "name": props.name,
+                        "memory_gb": round(props.total_memory / 2**30, 1),
+                        "capability": f"{props.major}.{props.minor}",
+                    }
+                )
             names = ", ".join(g["name"] for g in out["gpus"])
             out["cuda"] = {
                 "available": True,
@@ -161,6 +178,174 @@ def _probe_nvidia_smi() -> dict | None:
     return {"gpus": gpus, "cuda_version": m.group(1) if m else None}
 
 
+def openblas_path() -> str:
+    """Debian's OpenBLAS, which the harness preloads for MLX's Linux CPU build ($AUTORESEARCH_OPENBLAS overrides)."""
+    default = f"/usr/lib/{platform.machine()}-linux-gnu/openblas-pthread/libblas.so.3"
+    return os.environ.get(OPENBLAS_ENV) or default
+
+
+def _installed(dist: str) -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.version(dist)
+        return True
+    except metadata.PackageNotFoundError:
+        return False
+
+
+def mlx_cpu_build() -> bool:
+    """MLX from the `mlx[cpu]` wheel on Linux, whose matmuls run on the BLAS it finds (not the CUDA build)."""
+    if sys.platform != "linux" or not _installed("mlx-cpu"):
+        return False
+    return not any(_installed(d) for d in ("mlx-cuda", "mlx-cuda-12", "mlx-cuda-13"))
+
+
+def reference_blas() -> bool:
+    """True where MLX's CPU build would run on its bundled reference BLAS: no OpenBLAS to preload."""
+    return mlx_cpu_build() and not os.path.exists(openblas_path())
+
+
+REFERENCE_BLAS_WARNING = (
+    "warning: MLX runs on its bundled reference BLAS here (Linux CPU build, no OpenBLAS at {path}): "
+    "its matmuls are ~20x slower. Fix: `{fix}` (the harness then preloads it), or use --backend cpu."
+)
+_warned: set[str] = set()
+
+
+def warn_reference_blas() -> None:
+    """Say once per command (process) that MLX's CPU build is on its slow reference BLAS here, with the fix."""
+    if "blas" not in _warned and reference_blas():
+        _warned.add("blas")
+        print(
+            REFERENCE_BLAS_WARNING.format(path=openblas_path(), fix=OPENBLAS_FIX), file=sys.stderr, flush=True
+        )
+
+
+# The cpu profile's matmuls at a quarter of its 4096 rows (16 x 256 tokens): model dim 128 (depth 2), the MLP's
+# 4x and the lm head's 8192-token vocabulary; ~2.4 GFLOP a round, under a second even on a reference BLAS.
+_SPEED_SCRIPT = r"""
+import json, sys, time
+fw, shapes = sys.argv[1], [(1024, 128, 512), (1024, 512, 128), (1024, 128, 8192)]
+if fw == "mlx":
+    import mlx.core as mx
+    mx.set_default_device(mx.cpu)
+    pairs = [(mx.random.normal((m, k)), mx.random.normal((k, n))) for m, k, n in shapes]
+    mx.eval(pairs)
+    run = lambda: mx.eval([a @ b for a, b in pairs])
+else:
+    import torch
+    pairs = [(torch.randn(m, k), torch.randn(k, n)) for m, k, n in shapes]
+    run = lambda: [a @ b for a, b in pairs]
+run()
+best, t_end = float("inf"), time.perf_counter() + 0.5
+while best == float("inf") or time.perf_counter() < t_end:  # the best round: other load only slows rounds down
+    t0 = time.perf_counter()
+    run()
+    best = min(best, time.perf_counter() - t0)
+print(json.dumps({"gflops": round(sum(2 * m * k * n for m, k, n in shapes) / best / 1e9, 1)}))
+"""
+
+
+def _time_matmuls(framework: str, preload: str | None) -> float | None:
+    """GFLOP/s of the model's float32 matmuls in `framework` on the CPU, in a fresh process (MLX with the OpenBLAS
+    preload as the harness runs it); None if it fails."""
+    env = dict(os.environ)
+    if preload:
+        env["LD_PRELOAD"] = preload
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", _SPEED_SCRIPT, framework],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        return float(json.loads(out.stdout.strip().splitlines()[-1])["gflops"])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError, KeyError):
+        return None
+
+
+def cpu_speed(info: dict, torch_version: str | None, mlx_detail: str) -> dict | None:
+    """Measured matmul GFLOP/s of MLX (as the harness runs it) and torch on this CPU: {mlx, torch, blas, seconds,
+    shapes}. Cached per machine in $AUTORESEARCH_HOME/cpu_speed.json, keyed by the chip, the versions and the BLAS,
+    so it is measured once (a few seconds)."""
+    from common.paths import home
+
+    preload = openblas_path() if mlx_cpu_build() and os.path.exists(openblas_path()) else None
+    blas = "openblas" if preload else "reference" if mlx_cpu_build() else "bundled"
+    key = {
+        "chip": info["chip"], "cpu_count": info["cpu_count"], "python": info["python"],
+        "torch": torch_version, "mlx": mlx_detail.split(":")[0], "preload": preload,
+    }  # fmt: skip
+    cache = home() / SPEED_FILE
+    try:
+        cached = json.loads(cache.read_text())
+        if cached.get("key") == key:
+            return cached["speed"]
+    except (OSError, ValueError, KeyError, AttributeError):
+        pass
+    print(
+        f"check-hardware: timing float32 matmuls in MLX and torch on this CPU, once (cached in {cache})",
+        file=sys.stderr, flush=True,
+    )  # fmt: skip
+    t0 = time.time()
+    mlx, torch = _time_matmuls("mlx", preload), _time_matmuls("torch", None)
+    if mlx is None or torch is None:
+        return None
+    speed = {
+        "mlx_gflops": mlx, "torch_gflops": torch, "mlx_blas": blas, "seconds": round(time.time() - t0, 1),
+        "what": "float32 matmuls of the cpu profile's model (1024 x 128 @ 128 x 512, 512 x 128, 128 x 8192)",
+    }  # fmt: skip
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f"{SPEED_FILE}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"key": key, "speed": speed}, indent=1) + "\n")
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a read-only home: measure again next time
+    return speed
+
+
+def backend_problem(backend: str) -> str | None:
+    """Why `backend` (mlx, cuda, mps, cpu) cannot run here, in check-hardware's words; None if it can. Cheap enough to
+    ask before every run: it imports torch for cuda and mps only, and creates no GPU context."""
+    from importlib.util import find_spec
+
+    if backend == "mlx":
+        return None if find_spec("mlx") else "mlx is not installed (`pip install -e .` brings it)"
+    if find_spec("torch") is None:
+        return "torch is not installed (`pip install -e .` brings it)"
+    if backend not in ("cuda", "mps"):
+        return None
+    try:
+        import torch
+
+        if backend == "cuda":
+            if torch.cuda.is_available():
+                return None
+            smi = _probe_nvidia_smi()
+            seen = (
+                f"nvidia-smi sees {smi['gpus'][0]['name']}"
+                if smi and smi["gpus"]
+                else "no NVIDIA GPU was found"
+            )
+            if torch.version.cuda:
+                return f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU, and {seen}"
+            fix = ": install a CUDA build of torch (https://pytorch.org/get-started/locally/)" if smi else ""
+            return f"torch {torch.__version__} is a CPU-only build and {seen}{fix}"
+        if torch.backends.mps.is_available():
+            return None
+        if platform.system() == "Darwin":
+            return f"torch {torch.__version__} sees no MPS device on this Mac"
+        return (
+            "MPS is the GPU of Apple Silicon Macs; this is a "
+            + f"{platform.system()} {platform.machine()} machine"
+        )
+    except Exception as e:  # a broken install
+        return f"torch unusable: {type(e).__name__}: {e}"
+
+
 def recommend(info: dict) -> dict:
     """The backend and profile to use by default here, and why (DESIGN.md: `auto`)."""
     b = info["backends"]
@@ -197,6 +382,21 @@ def recommend(info: dict) -> dict:
         if info["gpus"]
         else ""
     )
+    speed = info.get("cpu_speed")
+    if b["mlx"]["available"] and speed:
+        mlx, torch = speed["mlx_gflops"], speed["torch_gflops"]
+        measured = (
+            f"measured float32 matmuls: torch {torch:g} GFLOP/s, MLX {mlx:g} ({speed['mlx_blas']} BLAS)"
+        )
+        if torch > TORCH_CPU_MARGIN * mlx:
+            fix = f"; `{OPENBLAS_FIX}` would speed MLX up" if speed["mlx_blas"] == "reference" else ""
+            reason = f"no usable GPU: torch on the CPU is faster here ({measured}{fix})"
+            return {"backend": "cpu", "profile": "cpu", "reason": reason + gpu_note}
+        reason = (
+            f"no usable GPU: MLX on the CPU ({measured}; MLX's compiled step wins unless torch's matmuls are "
+            f"{TORCH_CPU_MARGIN:g}x faster)"
+        )
+        return {"backend": "mlx", "profile": "cpu", "reason": reason + gpu_note}
     if b["mlx"]["available"]:
         return {"backend": "mlx", "profile": "cpu", "reason": "no usable GPU: MLX on the CPU" + gpu_note}
     if b["cpu"]["available"]:
@@ -212,9 +412,11 @@ def recommend(info: dict) -> dict:
     }
 
 
-def probe() -> dict:
+def probe(measure: bool = True) -> dict:
     """JSON-able: {platform, machine, python, cpu_count, memory_gb, chip, gpus: [{name, memory_gb}], cuda_version,
-    backends: {mlx, cuda, mps, cpu: {available, device, detail}}, recommended: {backend, profile, reason}, ready}."""
+    torch_version, backends: {mlx, cuda, mps, cpu: {available, device, detail}}, cpu_speed (where only the CPU can
+    train and both frameworks run, unless measure=False; else null), recommended: {backend, profile, reason},
+    ready}."""
     info = _system()
     mlx = _probe_mlx()
     tor = _probe_torch()
@@ -242,9 +444,80 @@ def probe() -> dict:
             "cpu": cpu,
         },
     )
+    info["torch_version"] = tor["version"]
+    info["cpu_speed"] = None
+    cpu_only = not (
+        tor["cuda"]["available"] or mlx.get("metal") or mlx.get("cuda") or tor["mps"]["available"]
+    )
+    if measure and cpu_only and mlx["available"] and tor["version"]:
+        info["cpu_speed"] = cpu_speed(info, tor["version"], mlx["detail"])
     info["recommended"] = recommend(info)
     info["ready"] = info["recommended"]["backend"] is not None
+    info["advice"] = advice(info)
     return info
+
+
+def advice(info: dict) -> list[dict]:
+    """What would make this machine faster or safer to run on: [{what, fix}], for `autoresearch doctor`."""
+    out = []
+    if reference_blas():
+        out.append(
+            {
+                "what": f"MLX's Linux CPU build runs on its reference BLAS (no {openblas_path()}): ~20x slower matmuls",
+                "fix": OPENBLAS_FIX,
+            }
+        )
+    b = info["backends"]
+    if (
+        info["platform"] == "Darwin"
+        and info["machine"] == "x86_64"
+        and _run(["sysctl", "-n", "sysctl.proc_translated"]) == "1"
+    ):
+        out.append(
+            {
+                "what": "this Python is x86_64 under Rosetta on Apple Silicon: MLX and MPS cannot use the GPU",
+                "fix": "install an arm64 Python (e.g. from python.org or `brew install python`) and reinstall",
+            }
+        )
+    elif info["platform"] == "Darwin" and info["machine"] == "arm64" and not b["mlx"]["available"]:
+        out.append({"what": "MLX is not usable on this Apple Silicon Mac", "fix": "pip install -U mlx"})
+    nvidia = [g for g in info["gpus"] if "unified memory" not in g["name"]]
+    if nvidia and not b["cuda"]["available"] and info.get("torch_version"):
+        out.append(
+            {
+                "what": f"an NVIDIA GPU ({nvidia[0]['name']}) is present but {b['cuda']['detail']}",
+                "fix": "install a CUDA build of torch: https://pytorch.org/get-started/locally/",
+            }
+        )
+    fast_attention = [g for g in nvidia if str(g.get("capability", "")).split(".")[0] in ("9", "10")]
+    if fast_attention and b["cuda"]["available"] and not _installed("flash-attn-4"):
+        out.append(
+            {
+                "what": f"{fast_attention[0]['name']} (Hopper/Blackwell) without FlashAttention-4",
+                "fix": 'pip install -e ".[cuda]"',
+            }
+        )
+    disk = _free_gb_where_data_goes()
+    if disk and disk[1] < LOW_DISK_GB:
+        out.append(
+            {
+                "what": f"only {disk[1]:.1f} GB free at {disk[0]}, where prepared data goes",
+                "fix": "free some space, or point $AUTORESEARCH_HOME (or prepare's --data-dir) at a bigger disk",
+            }
+        )
+    return out
+
+
+def _free_gb_where_data_goes() -> tuple[str, float] | None:
+    from common.paths import home
+
+    path = home()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return str(path), shutil.disk_usage(path).free / 1e9
+    except OSError:
+        return None
 
 
 def summarize(info: dict) -> str:
@@ -259,6 +532,14 @@ def summarize(info: dict) -> str:
     for name, b in info["backends"].items():
         mark = "yes" if b["available"] else "no "
         lines.append(f"  {name:<5} {mark} {b['device'] or '-':<5} {b['detail']}")
+    speed = info.get("cpu_speed")
+    if speed:
+        lines.append(
+            f"cpu speed: torch {speed['torch_gflops']:g} GFLOP/s, MLX {speed['mlx_gflops']:g} GFLOP/s "
+            f"({speed['mlx_blas']} BLAS; float32 matmuls of the cpu profile's model)"
+        )
+    for item in info.get("advice", []):
+        lines.append(f"faster:   {item['what']}: {item['fix']}")
     rec = info["recommended"]
     if info["ready"]:
         lines.append(f"recommended: --backend {rec['backend']} --profile {rec['profile']}  ({rec['reason']})")

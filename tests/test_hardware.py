@@ -38,6 +38,7 @@ def _simulate(
     monkeypatch.setattr(hardware, "_probe_mlx", lambda: mlx)
     monkeypatch.setattr(hardware, "_probe_torch", lambda: torch)
     monkeypatch.setattr(hardware, "_probe_nvidia_smi", lambda: smi)
+    monkeypatch.setattr(hardware, "cpu_speed", lambda *a: None)  # no timing of this machine's CPU
     info = hardware.probe()
     assert json.loads(json.dumps(info)) == info
     _check_summary(info)
