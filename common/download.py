@@ -30,11 +30,13 @@ from typing import Any
 
 __all__ = [
     "DownloadError",
+    "OFFLINE_ADVICE",
     "RemoteFile",
     "climbmix_files",
     "download_all",
     "download_one",
     "hf_dataset_url",
+    "reachable",
     "tinystories_files",
 ]
 
@@ -76,6 +78,25 @@ def hf_dataset_url(repo: str, filename: str, revision: str = "main") -> str:
     return f"{hf_base()}/datasets/{repo}/resolve/{revision}/{filename}"
 
 
+def reachable(url: str | None = None, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to `url`'s server (default: the Hub or its mirror), or to the proxy that urllib
+    would use for it, opens within `timeout` seconds: a quick offline check before any download and its retries."""
+    import socket
+    import urllib.parse
+
+    url = url or hf_base()
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 def climbmix_files(num_train: int, dest_dir: str | os.PathLike[str]) -> tuple[list[RemoteFile], RemoteFile]:
     """The first `num_train` training shards (capped at the 6542 that exist) and the pinned val shard 6542."""
     if num_train < 0:
@@ -105,7 +126,8 @@ MAX_RETRY_AFTER = 60.0  # honour a server's Retry-After up to this many seconds,
 MAX_BACKOFF = 60.0
 USER_AGENT = "autoresearch-download/0.1 (python urllib)"
 RERUN = "rerun `autoresearch prepare` with the same arguments: complete files are kept, partial ones resume"
-NETWORK_ADVICE = f"Check your network (or set {HF_BASE_ENV} to a mirror) and {RERUN}."
+OFFLINE_ADVICE = "Without a network, `autoresearch prepare --dataset demo` makes the offline demo data."
+NETWORK_ADVICE = f"Check your network (or set {HF_BASE_ENV} to a mirror) and {RERUN}. {OFFLINE_ADVICE}"
 _EDQUOT = getattr(errno, "EDQUOT", errno.ENOSPC)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)")
@@ -158,15 +180,17 @@ def download_one(
     opener: urllib.request.OpenerDirector | None = None,
     on_bytes: Callable[[int], None] | None = None,
     cancel: threading.Event | None = None,
+    on_size: Callable[[int, int], None] | None = None,
 ) -> str:
     """Download `f` to `f.dest` unless it is already there; return its sha256 hex digest.
 
     `retries` counts transient failures in a row without progress: a long download over a flaky link may
     resume many times. `opener` is anything with urllib's `open(request, timeout=)`; `on_bytes(n)` is called
-    per chunk received; setting `cancel` makes the download stop at its next chunk, keeping the .part.
+    per chunk received; setting `cancel` makes the download stop at its next chunk, keeping the .part;
+    `on_size(total, offset)` is called when a response states the file's size (offset: bytes already on disk).
     """
     try:
-        return _download_one(f, retries, backoff, timeout, opener, on_bytes, cancel)
+        return _download_one(f, retries, backoff, timeout, opener, on_bytes, cancel, on_size)
     except OSError as e:  # local filesystem trouble outside the streaming loop (mkdir, rename, reading dest)
         raise _disk_error(e, f, part_path(f.dest)) from e
 
@@ -179,6 +203,7 @@ def _download_one(
     opener: urllib.request.OpenerDirector | None,
     on_bytes: Callable[[int], None] | None,
     cancel: threading.Event | None,
+    on_size: Callable[[int, int], None] | None = None,
 ) -> str:
     dest, part = f.dest, part_path(f.dest)
     if dest.exists():
@@ -196,7 +221,7 @@ def _download_one(
         if cancel is not None and cancel.is_set():
             raise _Cancelled
         try:
-            digest, seen = _attempt(f, part, opener, timeout, on_bytes, cancel)
+            digest, seen = _attempt(f, part, opener, timeout, on_bytes, cancel, on_size)
         except _Retry as e:
             size = _size(part)
             # Only failures without progress count: a slow but moving download is never given up on.
@@ -232,6 +257,7 @@ def _attempt(
     timeout: float,
     on_bytes: Callable[[int], None] | None,
     cancel: threading.Event | None,
+    on_size: Callable[[int, int], None] | None = None,
 ) -> tuple[str, str | None]:
     """One request: (sha256 of the complete .part, sha256 the server advertised); _Retry if transient."""
     offset = _size(part)
@@ -266,6 +292,8 @@ def _attempt(
             offset, total, mode = 0, length, "wb"
         else:
             raise _Retry(f"unexpected HTTP {status} from {f.url}")
+        if on_size is not None and total is not None:
+            on_size(total, offset)
 
         received = offset
         try:
@@ -427,6 +455,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
 def _sleep(seconds: float, cancel: threading.Event | None) -> None:
     if cancel is None:
         time.sleep(seconds)
@@ -439,34 +471,52 @@ def _sleep(seconds: float, cancel: threading.Event | None) -> None:
 
 
 class _Progress:
-    """A line per finished file and an aggregate line at most every `interval` seconds, on stderr."""
+    """A line per finished file and an aggregate line at most every `interval` seconds, on stderr, with the time
+    left at the rate so far (files not yet started are counted at the mean size of those that have)."""
 
     def __init__(self, total: int, enabled: bool, interval: float = 5.0):
         self.total, self.enabled, self.interval = total, enabled, interval
         self.done = self.skipped = self.nbytes = 0
         self.t0 = self.last = time.monotonic()
         self.lock = threading.Lock()
+        self.sizes: dict[Path, int] = {}  # every file whose size a server stated
+        self.left: dict[Path, int] = {}  # bytes still to fetch of the files in flight
 
     def _print(self, msg: str) -> None:
         if self.enabled:
             print(f"download: {msg}", file=sys.stderr, flush=True)
 
-    def _aggregate(self) -> str:
+    def _aggregate(self, eta: bool = False) -> str:
         mb = self.nbytes / 1e6
         rate = mb / max(time.monotonic() - self.t0, 1e-9)
-        return f"{self.done}/{self.total} files, {mb:.1f} MB, {rate:.1f} MB/s"
+        line = f"{self.done}/{self.total} files, {mb:.1f} MB, {rate:.1f} MB/s"
+        if eta and self.sizes and rate > 0:
+            unstarted = self.total - self.done - len(self.left)
+            left = sum(self.left.values()) + unstarted * sum(self.sizes.values()) / len(self.sizes)
+            line += (
+                f", {'~' if unstarted else ''}{left / 1e6:.0f} MB left, ~{_duration(left / 1e6 / rate)} to go"
+            )
+        return line
 
-    def add_bytes(self, n: int) -> None:
+    def expect(self, dest: Path, size: int, offset: int) -> None:
+        with self.lock:
+            self.sizes[dest] = size
+            self.left[dest] = size - offset
+
+    def add_bytes(self, n: int, dest: Path | None = None) -> None:
         with self.lock:
             self.nbytes += n
+            if dest in self.left:
+                self.left[dest] -= n
             now = time.monotonic()
             if now - self.last >= self.interval:
                 self.last = now
-                self._print(self._aggregate())
+                self._print(self._aggregate(eta=True))
 
     def file_done(self, f: RemoteFile, fetched: int) -> None:
         with self.lock:
             self.done += 1
+            self.left.pop(f.dest, None)
             if fetched:
                 self._print(f"[{self.done}/{self.total}] {f.dest.name} ({fetched / 1e6:.1f} MB)")
             else:
@@ -510,9 +560,18 @@ def download_all(
         def on_bytes(n: int) -> None:
             nonlocal fetched
             fetched += n
-            report.add_bytes(n)
+            report.add_bytes(n, f.dest)
 
-        digest = download_one(f, retries, backoff, timeout, opener, on_bytes, cancel)
+        digest = download_one(
+            f,
+            retries,
+            backoff,
+            timeout,
+            opener,
+            on_bytes,
+            cancel,
+            on_size=lambda n, at: report.expect(f.dest, n, at),
+        )
         report.file_done(f, fetched)
         return digest
 
