@@ -31,7 +31,7 @@ class PreparedData:
         self.dir = Path(data_dir)
         if not (self.dir / mf.MANIFEST).exists():
             raise FileNotFoundError(
-                f"{self.dir} is not a prepared data directory (no manifest.json): run `autoresearch prepare` first"
+                f"{self.dir} is not a prepared data directory (no manifest.json): {paths.PREPARE_HINT} first"
             )
         self.manifest = m = mf.load(self.dir)
         if "stats" not in m:
