@@ -17,8 +17,10 @@ Layout of a data directory (<home>/<dataset>/ unless --data-dir):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +35,7 @@ from common.sources import SkipCounts, SourceError, held_out, is_val_file, iter_
 from common.tokenizer import (
     DEFAULT_VOCAB_SIZE,
     ENCODER,
+    TRAIN_DOC_CAP,
     Tokenizer,
     save_tokenizer,
     sha256_file,
@@ -54,6 +57,49 @@ def dataset_name(dataset: str) -> str:
     return f"{path.name or 'corpus'}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
 
 
+def check_dataset(dataset: str, data_dir: Path | None = None) -> None:
+    """Fail before anything is written: an unknown name (with the nearest known one), a corpus path that does not
+    exist or holds no text, a --data-dir that is a file."""
+    if data_dir is not None and Path(data_dir).expanduser().is_file():
+        raise SourceError(f"--data-dir {data_dir} is a file: give a directory (it is created if missing)")
+    if dataset in ("demo", *REMOTE):
+        return
+    path = Path(dataset).expanduser()
+    if not path.exists():
+        import difflib
+
+        known = ["climbmix", "tinystories", "demo"]
+        guess = difflib.get_close_matches(dataset.lower(), known, n=1, cutoff=0.6)
+        if guess and "/" not in dataset:
+            raise SourceError(f"unknown dataset {dataset!r}: did you mean `--dataset {guess[0]}`?")
+        raise SourceError(
+            f"unknown dataset {dataset!r}: no such name or path. Choose {', '.join(known)}, "
+            "or a directory of .parquet, .jsonl or .txt files"
+            if "/" not in dataset and not dataset.startswith(("~", "."))
+            else f"dataset path {dataset} does not exist: pass a directory of .parquet, .jsonl or .txt files "
+            f"(or one of {', '.join(known)})"
+        )
+    list_text_files(path)  # raises if it is a file or holds no text
+
+
+def _unmake(data_dir: Path) -> None:
+    """Remove a data directory this run created if it holds no file worth keeping for a resume."""
+    import shutil
+
+    if not any(p.is_file() and p.name != mf.MANIFEST for p in data_dir.rglob("*")):
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _check_online(dataset: str) -> None:
+    from common import download
+
+    if not download.reachable():
+        raise SourceError(
+            f"cannot reach {download.hf_base()} to download {dataset} (offline?). {download.OFFLINE_ADVICE} "
+            f"Or set ${download.HF_BASE_ENV} to a reachable mirror and rerun."
+        )
+
+
 def prepare(
     dataset: str = "demo",
     data_dir: Path | None = None,
@@ -62,9 +108,21 @@ def prepare(
     workers: int = 8,
     max_tokenizer_chars: int = 1_000_000_000,
 ) -> Path:
-    """Prepare `dataset` into `data_dir` and make it the current data directory. Returns the data directory."""
+    """Prepare `dataset` into `data_dir` and make it the current data directory. Returns the data directory.
+    A failure before any data was written leaves no directory behind."""
+    check_dataset(dataset, data_dir)
     data_dir = Path(data_dir).expanduser() if data_dir else paths.dataset_dir(dataset_name(dataset))
+    created = not data_dir.exists()
     data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _prepare(dataset, data_dir, vocab_size, num_shards, workers, max_tokenizer_chars)
+    except BaseException:
+        if created:
+            _unmake(data_dir)
+        raise
+
+
+def _prepare(dataset, data_dir, vocab_size, num_shards, workers, max_tokenizer_chars) -> Path:
     t0 = time.time()
     log(f"prepare: dataset {dataset} -> {data_dir}")
     m = mf.load(data_dir)
@@ -119,7 +177,12 @@ def _sources(dataset: str, data_dir: Path, num_shards: int, workers: int) -> tup
         val_remote = (
             [] if val_remote is None else [val_remote]
         )  # tinystories has no val file: hold out by hash
-        log(f"prepare: downloading {len(train_remote) + len(val_remote)} files into {text_dir}")
+        missing = [f for f in [*train_remote, *val_remote] if not f.dest.exists()]
+        if missing:  # seconds offline, where the downloads' retries take half a minute to give up
+            _check_online(dataset)
+        log(
+            f"prepare: downloading {len(missing)} of {len(train_remote) + len(val_remote)} files to {text_dir}"
+        )
         download.download_all([*train_remote, *val_remote], workers=workers)
         return [f.dest for f in train_remote], [f.dest for f in val_remote]
     files = list_text_files(Path(dataset).expanduser())
@@ -168,8 +231,21 @@ def _ensure_tokenizer(m, data_dir, train_files, has_val_file, vocab_size, max_ch
     log(f"prepare: training a {vocab_size}-token BPE on the training split")
     t0 = time.time()
     keep = (lambda d: True) if has_val_file else (lambda d: not held_out(d, HELD_OUT_PERMILLE))
-    texts = (doc for batch in _documents(train_files, SkipCounts(), keep) for doc in batch)
-    tok = train_tokenizer(texts, vocab_size, max_chars)
+    read = {"chars": 0}
+
+    def texts() -> Iterator[str]:
+        for batch in _documents(train_files, SkipCounts(), keep):
+            for doc in batch:
+                read["chars"] += min(len(doc), TRAIN_DOC_CAP)
+                yield doc
+
+    def status(elapsed: float) -> str:
+        # The BPE reads the text, then computes merges, with no progress of its own: what it has read so far.
+        cap = f" (it stops at {max_chars / 1e6:,.0f}M)" if read["chars"] < max_chars else " (the cap)"
+        return f"prepare: training the BPE, {elapsed:.0f}s so far: {read['chars'] / 1e6:,.1f}M characters read{cap}"
+
+    with _heartbeat(status):
+        tok = train_tokenizer(texts(), vocab_size, max_chars)
     sha = save_tokenizer(tok, data_dir)
     actual = tok.get_vocab_size(with_added_tokens=True)
     if actual < vocab_size:
@@ -185,6 +261,41 @@ def _ensure_tokenizer(m, data_dir, train_files, has_val_file, vocab_size, max_ch
     mf.save(data_dir, m)
     log(f"prepare: tokenizer trained in {time.time() - t0:.1f}s")
     return sha
+
+
+@contextlib.contextmanager
+def _heartbeat(status, every: float = 10.0):
+    """Log status(elapsed seconds) every `every` seconds while the block runs (a wait with no progress of its own)."""
+    done, t0 = threading.Event(), time.time()
+
+    def beat() -> None:
+        while not done.wait(every):
+            log(status(time.time() - t0))
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+
+
+def _eta(seconds: float) -> str:
+    return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def _rows(files: list[Path]) -> int | None:
+    """Documents in these files if cheap to know (parquet metadata), for a tokenizing estimate; else None."""
+    import pyarrow.parquet as pq
+
+    try:
+        return (
+            sum(pq.ParquetFile(p).metadata.num_rows for p in files)
+            if all(p.suffix == ".parquet" for p in files)
+            else None
+        )
+    except Exception:
+        return None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -217,24 +328,34 @@ def _ensure_shards(m, data_dir, train_files, val_files, tok_sha) -> None:
         ):
             del shards[name]
 
-    t0, done_tokens = time.time(), 0
-    for n, (files, names) in enumerate(jobs, 1):
-        if all(name in shards for name in names.values()):
-            continue  # done in an earlier run (its sha256 is checked on use)
+    todo = [
+        (n, files, names)
+        for n, (files, names) in enumerate(jobs, 1)
+        if not all(x in shards for x in names.values())
+    ]
+    # Progress is measured in bytes of source text (a file's share), and inside a parquet file in documents.
+    sizes = {n: sum(p.stat().st_size for p in files) for n, files, _ in todo}
+    total_size, done_size = max(sum(sizes.values()), 1), 0
+    t0, done_tokens, last_log = time.time(), 0, time.time()
+    for n, files, names in todo:
         skips = SkipCounts()
         docs: dict[str, list[np.ndarray]] = {role: [] for role in names}
-        last_log = time.time()
         only_role = next(iter(names))
+        rows = _rows(files) if sizes[n] > 50e6 else None
         for batch in _documents(files, skips, lambda d: True):
             for text, ids in zip(batch, tok.encode_batch(batch)):
                 role = ("val" if held_out(text, HELD_OUT_PERMILLE) else "train") if held else only_role
                 docs[role].append(np.asarray(ids, dtype=np.uint16))
                 done_tokens += len(ids)
-            if time.time() - last_log > 10:  # progress inside large files (tinystories is one 640 MB file)
+            if time.time() - last_log > 5:  # progress inside large files (tinystories is one 640 MB file)
                 last_log = time.time()
-                rate = done_tokens / (last_log - t0)
+                n_docs = sum(map(len, docs.values()))
+                inside = min(1.0, (n_docs + skips.total()) / rows) if rows else 0.0
+                frac = (done_size + inside * sizes[n]) / total_size
+                left = f", ~{_eta((last_log - t0) * (1 - frac) / frac)} left" if frac > 0 else ""
                 log(
-                    f"prepare: file {n}/{len(jobs)}: {sum(map(len, docs.values())):,} docs ({rate / 1e6:.2f}M tokens/s)"
+                    f"prepare: tokenizing file {n}/{len(jobs)}: {n_docs:,} docs, {100 * frac:.0f}% of the text, "
+                    f"{done_tokens / (last_log - t0) / 1e6:.2f}M tokens/s{left}"
                 )
         for role, name in names.items():
             path = data_dir / "tokens" / f"{name}.bin"
@@ -251,8 +372,17 @@ def _ensure_shards(m, data_dir, train_files, val_files, tok_sha) -> None:
             }
         skipped[next(iter(names.values()))] = skips.to_dict()
         mf.save(data_dir, m)  # after every file: Ctrl-C loses at most the file in progress
-        rate = done_tokens / max(time.time() - t0, 1e-9)
-        log(f"prepare: tokenized {n}/{len(jobs)} files ({done_tokens:,} tokens, {rate / 1e6:.2f}M tokens/s)")
+        done_size += sizes[n]
+        elapsed = max(time.time() - t0, 1e-9)
+        if (
+            len(todo) <= 20 or n == todo[-1][0] or time.time() - last_log > 5
+        ):  # not a line per file of thousands
+            last_log = time.time()
+            left = (total_size - done_size) / done_size * elapsed if done_size else 0
+            log(
+                f"prepare: tokenized {n}/{len(jobs)} files ({done_tokens:,} tokens, {done_tokens / elapsed / 1e6:.2f}M "
+                f"tokens/s{f', ~{_eta(left)} left' if done_size < total_size else ''})"
+            )
     if not any(e["role"] == "val" and e["num_tokens"] > 0 for e in shards.values()):
         raise SourceError(
             "too little text for a validation split: no validation documents. Add a val.parquet/.jsonl/.txt file "
