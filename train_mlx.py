@@ -30,6 +30,7 @@ from common.protocol import Run
 
 # isort: split
 from backends import mlx_backend as mb
+from backends import mlx_kernels as K  # fast kernels, each with its plain reference (fused=False)
 
 T_IMPORTED = time.time()  # startup_seconds = imports + device + data + model
 
@@ -64,76 +65,6 @@ def has_ve(layer_idx, n_layer):
     return layer_idx % 2 == (n_layer - 1) % 2
 
 
-@mx.custom_function
-def apply_rotary_emb(x, cos, sin):
-    # Upstream's half-split layout: channel i rotates with channel i + head_dim/2.
-    d = x.shape[-1] // 2
-    x1, x2 = x[..., :d], x[..., d:]
-    return mx.concatenate([x1 * cos + x2 * sin, x2 * cos - x1 * sin], axis=-1)
-
-
-@apply_rotary_emb.vjp
-def _apply_rotary_emb_vjp(primals, cotangent, output):
-    # The transpose of a rotation is the opposite rotation: one fused pass, where autodiff of the slices and the
-    # concatenation pads each half's cotangent with zeros and adds them. The tables are not trained.
-    _, cos, sin = primals
-    d = cotangent.shape[-1] // 2
-    g1, g2 = cotangent[..., :d], cotangent[..., d:]
-    dx = mx.concatenate([g1 * cos - g2 * sin, g2 * cos + g1 * sin], axis=-1)
-    return dx, mx.zeros_like(cos), mx.zeros_like(sin)
-
-
-def window_mask(seq_len, window):
-    """Attention mask for a left window: query i sees keys i-window..i (window + 1 keys, FlashAttention's
-    convention). "causal" means plain causal (the kernel's own mask, the fastest). Else a boolean (T, T) mask,
-    True = attend."""
-    if window >= seq_len - 1:
-        return "causal"
-    return _window_band(window, 0, seq_len, 0)
-
-
-def _window_band(window, q0, q1, k0):
-    # Boolean window mask of query rows q0..q1-1 against keys k0..q1-1 (True = attend).
-    dist = mx.arange(q0, q1)[:, None] - mx.arange(k0, q1)[None, :]
-    return (dist >= 0) & (dist <= window)
-
-
-def window_chunks(seq_len, window, chunk):
-    """A windowed layer's attention split into query chunks: [(q0, q1, k0, mask)], rows q0..q1-1 against keys
-    k0..q1-1 only, the keys their window reaches. mask is "causal" (bottom-right aligned) where every earlier key is
-    inside the window, else the chunk's boolean window mask."""
-    plan = []
-    for q0 in range(0, seq_len, chunk):
-        q1, k0 = min(q0 + chunk, seq_len), max(0, q0 - window)
-        if k0 == 0 and q1 - 1 <= window:
-            plan.append((q0, q1, k0, "causal"))
-        else:
-            plan.append((q0, q1, k0, _window_band(window, q0, q1, k0)))
-    return plan
-
-
-def attention(q, k, v, mask, scale):
-    # q, k, v: (B, H, T, D).
-    if isinstance(mask, list):  # a window_chunks plan
-        chunks = [
-            attention(q[:, :, q0:q1], k[:, :, k0:q1], v[:, :, k0:q1], m, scale) for q0, q1, k0, m in mask
-        ]
-        return mx.concatenate(chunks, axis=2)
-    if not mb.cpu_math(q):
-        return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
-    # On the CPU MLX's attention is unfused anyway, and its softmax runs a scalar exp: the same math with the
-    # backend's vectorised softmax is 1.7x faster (57 -> 33 ms a block at the cpu profile). mask: "causal" or a
-    # boolean (T, T), True = attend.
-    Tq, Tk = q.shape[2], k.shape[2]
-    if isinstance(mask, str):
-        # causal, bottom-right aligned as in the fused kernel: the last query sees every key
-        mask = mx.arange(Tk - Tq, Tk)[:, None] >= mx.arange(Tk)[None, :]
-    if k.shape[1] != q.shape[1]:  # grouped-query attention: each kv head serves a group of query heads
-        k, v = (mx.repeat(t, q.shape[1] // t.shape[1], axis=1) for t in (k, v))
-    scores = mx.where(mask, (q * scale) @ k.swapaxes(-1, -2), -mx.inf)
-    return mb.softmax(scores) @ v
-
-
 class Linear(nn.Linear):
     """nn.Linear whose float32 master weights are cast to the input's dtype at use (MLX has no autocast)."""
 
@@ -158,7 +89,7 @@ class CausalSelfAttention(nn.Module):
             else None
         )
 
-    def __call__(self, x, ve, cos, sin, mask):
+    def __call__(self, x, ve, cos, sin, window):
         B, T, _ = x.shape
         q = self.c_q(x).reshape(B, T, self.n_head, self.head_dim)
         k = self.c_k(x).reshape(B, T, self.n_kv_head, self.head_dim)
@@ -167,24 +98,11 @@ class CausalSelfAttention(nn.Module):
             # Value embeddings mixed in by a learned per-head gate in (0, 2), zero-initialised to 1.
             gate = 2 * mx.sigmoid(self.ve_gate(x[..., :VE_GATE_CHANNELS]))
             v = v + gate[..., None] * ve.reshape(B, T, self.n_kv_head, self.head_dim)
-        q = norm(apply_rotary_emb(q, cos, sin))
-        k = norm(apply_rotary_emb(k, cos, sin))
+        q = norm(K.rotary(q, cos, sin))
+        k = norm(K.rotary(k, cos, sin))
         q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))  # (B, H, T, D) for attention
-        y = attention(q, k, v, mask, self.head_dim**-0.5)
+        y = K.attention(q, k, v, window)
         return self.c_proj(y.transpose(0, 2, 1, 3).reshape(B, T, -1))
-
-
-@mx.custom_function
-def relu_squared(x):
-    """relu(x)^2 that saves only its output: the backward's relu(x) is sqrt(output), so x is not kept. Plain
-    autodiff keeps x, relu(x) and the output (c_proj's weight gradient needs the output): two MLP-width tensors per
-    layer more, 8 GiB at the h100 shape's 64-row micro-batch, and its step ran 2.8% slower (an H200)."""
-    return mx.square(nn.relu(x))
-
-
-@relu_squared.vjp
-def _relu_squared_vjp(primals, cotangent, output):
-    return cotangent * (2 * mx.sqrt(output))
 
 
 class MLP(nn.Module):
@@ -194,7 +112,7 @@ class MLP(nn.Module):
         self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=False)
 
     def __call__(self, x):
-        return self.c_proj(relu_squared(self.c_fc(x)))
+        return self.c_proj(K.relu_squared(self.c_fc(x)))
 
 
 class Block(nn.Module):
@@ -203,8 +121,8 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config, layer_idx)
         self.mlp = MLP(config)
 
-    def __call__(self, x, ve, cos, sin, mask):
-        x = x + self.attn(norm(x), ve, cos, sin, mask)
+    def __call__(self, x, ve, cos, sin, window):
+        x = x + self.attn(norm(x), ve, cos, sin, window)
         return x + self.mlp(norm(x))
 
 
@@ -229,7 +147,7 @@ class GPT(nn.Module):
         }
         # Rotary tables: float32, not trainable (a leading underscore keeps them out of parameters()).
         self._cos, self._sin = self._rotary_tables(config.sequence_len, head_dim)
-        self._build_masks()
+        K.prepare_attention(config.sequence_len, self._window_sizes)  # masks built now, outside any compiled graph
 
     @staticmethod
     def _rotary_tables(seq_len, head_dim, base=10000.0):
@@ -278,30 +196,8 @@ class GPT(nn.Module):
         attn = sum(12 * h * q * min(w, t) for w in self._window_sizes)
         return 6 * (self.num_params() - excluded) + attn
 
-    def _build_masks(self):
-        """Full-length window masks (and, with WINDOW_CHUNK, chunk plans), built once here, outside any compiled
-        graph; window_masks picks from them."""
-        T = self.config.sequence_len
-        windows = {w for w in self._window_sizes if w < T - 1}
-        self._masks = {str(w): window_mask(T, w) for w in windows}
-        self._chunks = {str(w): window_chunks(T, w, WINDOW_CHUNK) for w in windows if 0 < WINDOW_CHUNK < T}
-
-    def window_masks(self, seq_len):
-        """Per-layer masks for sequences of seq_len: "causal", a window_chunks plan (full length, WINDOW_CHUNK set),
-        or the full-length window mask sliced."""
-        masks = []
-        for w in self._window_sizes:
-            if w >= seq_len - 1:
-                masks.append("causal")
-            elif seq_len == self.config.sequence_len and str(w) in self._chunks:
-                masks.append(self._chunks[str(w)])
-            else:
-                masks.append(self._masks[str(w)][:seq_len, :seq_len])
-        return masks
-
     def __call__(self, idx, targets=None, reduction="mean"):
         T = idx.shape[1]
-        masks = self.window_masks(T)
         # (1, T, 1, head_dim/2): broadcasts over (B, T, H, head_dim/2)
         cos = self._cos[None, :T, None, :].astype(COMPUTE_DTYPE)
         sin = self._sin[None, :T, None, :].astype(COMPUTE_DTYPE)
@@ -312,36 +208,13 @@ class GPT(nn.Module):
         for i, block in enumerate(self.transformer.h):
             x = resid_lambdas[i] * x + x0_lambdas[i] * x0
             ve = self.value_embeds[str(i)](idx).astype(x.dtype) if str(i) in self.value_embeds else None
-            x = block(x, ve, cos, sin, masks[i])
+            x = block(x, ve, cos, sin, self._window_sizes[i])
         x = norm(x)
         logits = self.lm_head(x).astype(mx.float32)
         if targets is None:
-            return SOFTCAP * mb.tanh(logits / SOFTCAP)
-        loss = softcap_cross_entropy(logits, targets)[0]
+            return K.softcap(logits, SOFTCAP)
+        loss = K.softcap_cross_entropy(logits, targets, SOFTCAP)
         return loss.reshape(-1) if reduction == "none" else loss.mean()
-
-
-@mx.custom_function
-def softcap_cross_entropy(logits, targets):
-    """Per-token cross-entropy of SOFTCAP * tanh(logits / SOFTCAP), in float32, with a hand-written backward.
-    Returns (loss, t, e, s): t = tanh(logits / SOFTCAP), e = exp(SOFTCAP * t) and s = sum(e) are saved for the
-    backward, which then needs no transcendental at all (autodiff recomputes tanh and exp: on a CPU, where they
-    dominate a step, twice the time). The torch twin saves less and recomputes: GPU memory binds there."""
-    t = mb.tanh(logits / SOFTCAP)  # mx.tanh, or on the CPU a 4x faster drop-in (see the backend)
-    e = mb.exp(SOFTCAP * t, bounded=True)  # |SOFTCAP * t| <= SOFTCAP: no max subtraction, sum(e) fits float32
-    s = mx.sum(e, axis=-1, keepdims=True)
-    loss = mx.log(s[..., 0]) - SOFTCAP * mx.take_along_axis(t, targets[..., None], axis=-1)[..., 0]
-    return loss, t, e, s
-
-
-@softcap_cross_entropy.vjp
-def _softcap_cross_entropy_vjp(primals, cotangents, outputs):
-    logits, targets = primals
-    _, t, e, s = outputs
-    onehot = mx.arange(logits.shape[-1]) == targets[..., None]
-    # d loss / d z = softmax - onehot, times d z / d logits = 1 - t^2
-    dlogits = (e * (1 / s) - onehot) * (cotangents[0][..., None] * (1 - t * t))
-    return dlogits, mx.zeros_like(targets)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -518,13 +391,6 @@ ADAM_BETAS = (0.8, 0.95)  # AdamW betas
 WARMUP_RATIO = 0.0  # fraction of the run warming the lr up
 WARMDOWN_RATIO = 0.5  # fraction of the run decaying the lr to FINAL_LR_FRAC
 FINAL_LR_FRAC = 0.0  # final lr as a fraction of the initial
-
-# GPUs: windowed ("S") layers attend in query chunks of this many rows, each against only the keys its window
-# reaches. MLX's fused GPU attention has no sliding-window mode: at T 2048 (h100 profile) a full T x T mask cost an
-# S layer's attention 2.7x an L layer's on an H200, and chunks as long as the S window cut that to 1.8x (+5%
-# tokens/s; 128-512 row chunks were slower). At T 1024 (laptop profile) the chunks were 20% slower there, and on
-# the CPU no faster: 0 = one call with the full mask.
-WINDOW_CHUNK = MAX_SEQ_LEN // 2 if COMPUTE_DTYPE != mx.float32 and MAX_SEQ_LEN >= 2048 else 0
 
 # Model size
 DEPTH = PROFILE.depth  # number of layers: the one size dial

@@ -21,13 +21,13 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
 from common.profiles import current_profile
 from common.protocol import Run
 
 # isort: split
 from backends import torch_backend as tb
+from backends import torch_kernels as K  # fast kernels, each with its plain reference (fused=False)
 
 T_IMPORTED = time.time()  # startup_seconds = imports + device + data + model
 
@@ -62,65 +62,6 @@ def has_ve(layer_idx, n_layer):
     return layer_idx % 2 == (n_layer - 1) % 2
 
 
-def apply_rotary_emb(x, cos, sin):
-    # Upstream's half-split layout: channel i rotates with channel i + head_dim/2.
-    d = x.shape[-1] // 2
-    x1, x2 = x[..., :d], x[..., d:]
-    return torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin], dim=-1)
-
-
-def window_mask(seq_len, window, device, flex):
-    """Attention mask for a left window: query i sees keys i-window..i (window + 1 keys, FlashAttention's
-    convention). None means plain causal (SDPA is_causal, the fastest kernels). Else a FlexAttention BlockMask
-    (compiled CUDA: fully masked tiles are skipped) or a boolean (T, T) mask, True = attend."""
-    if window >= seq_len - 1:
-        return None
-    if flex:
-        return create_block_mask(_window_mod(window, 0), None, None, seq_len, seq_len, device=device)
-    i = torch.arange(seq_len, device=device)
-    dist = i[:, None] - i[None, :]
-    return (dist >= 0) & (dist <= window)
-
-
-def _window_mod(window, q_offset):
-    # FlexAttention mask_mod of a window, for query rows that start q_offset positions after the first key.
-    def mask_mod(b, h, q_idx, kv_idx):
-        dist = q_idx + q_offset - kv_idx
-        return (dist >= 0) & (dist <= window)
-
-    return mask_mod
-
-
-def window_chunks(seq_len, window, chunk, device):
-    """A windowed layer's attention split into query chunks (compiled CUDA): [(q0, q1, k0, mask)], rows q0..q1-1
-    against keys k0..q1-1 only, the keys their window reaches. mask is None (plain causal: cuDNN) for a leading chunk
-    whose rows see every earlier key, else the chunk's FlexAttention BlockMask."""
-    plan = []
-    for q0 in range(0, seq_len, chunk):
-        q1, k0 = min(q0 + chunk, seq_len), max(0, q0 - window)
-        if q0 == 0 and q1 - 1 <= window:  # square, and every earlier key is inside the window
-            plan.append((q0, q1, k0, None))
-        else:
-            mod = _window_mod(window, q0 - k0)
-            plan.append((q0, q1, k0, create_block_mask(mod, None, None, q1 - q0, q1 - k0, device=device)))
-    return plan
-
-
-def attention(q, k, v, mask, scale):
-    # q, k, v: (B, H, T, D).
-    if isinstance(mask, list):  # a window_chunks plan
-        chunks = [
-            attention(q[:, :, q0:q1], k[:, :, k0:q1], v[:, :, k0:q1], m, scale) for q0, q1, k0, m in mask
-        ]
-        return torch.cat(chunks, dim=2)
-    gqa = q.size(1) != k.size(1)
-    if isinstance(mask, BlockMask):
-        return flex_attention(q, k, v, block_mask=mask, scale=scale, enable_gqa=gqa)
-    return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, is_causal=mask is None, scale=scale, enable_gqa=gqa
-    )
-
-
 class CausalSelfAttention(nn.Module):
     def __init__(self, config, layer_idx):
         super().__init__()
@@ -137,7 +78,7 @@ class CausalSelfAttention(nn.Module):
             else None
         )
 
-    def forward(self, x, ve, cos, sin, mask):
+    def forward(self, x, ve, cos, sin, window):
         B, T, _ = x.shape
         q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
         k = self.c_k(x).view(B, T, self.n_kv_head, self.head_dim)
@@ -146,29 +87,11 @@ class CausalSelfAttention(nn.Module):
             # Value embeddings mixed in by a learned per-head gate in (0, 2), zero-initialised to 1.
             gate = 2 * torch.sigmoid(self.ve_gate(x[..., :VE_GATE_CHANNELS]))
             v = v + gate[..., None] * ve.view(B, T, self.n_kv_head, self.head_dim)
-        q = norm(apply_rotary_emb(q, cos, sin))
-        k = norm(apply_rotary_emb(k, cos, sin))
+        q = norm(K.rotary(q, cos, sin))
+        k = norm(K.rotary(k, cos, sin))
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D) for attention
-        y = attention(q, k, v, mask, self.head_dim**-0.5)
+        y = K.attention(q, k, v, window)
         return self.c_proj(y.transpose(1, 2).reshape(B, T, -1))
-
-
-class ReluSquared(torch.autograd.Function):
-    """relu(x)^2 that saves only its output: the backward's relu(x) is sqrt(output), so x is not kept. Plain
-    autograd keeps both x and the output (c_proj's weight gradient needs the output): one MLP-width tensor per
-    layer more, 8 GiB at the h100 shape. CUDA autocast runs square (as pow) in float32: y is cast back to x's
-    dtype, or the saved y would be twice x's size and torch.compile's partitioner would keep x instead."""
-
-    @staticmethod
-    def forward(ctx, x):
-        y = F.relu(x).square().to(x.dtype)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad):
-        (y,) = ctx.saved_tensors
-        return grad * (2 * y.sqrt())
 
 
 class MLP(nn.Module):
@@ -178,7 +101,7 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=False)
 
     def forward(self, x):
-        return self.c_proj(ReluSquared.apply(self.c_fc(x)))
+        return self.c_proj(K.relu_squared(self.c_fc(x)))
 
 
 class Block(nn.Module):
@@ -187,8 +110,8 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config, layer_idx)
         self.mlp = MLP(config)
 
-    def forward(self, x, ve, cos, sin, mask):
-        x = x + self.attn(norm(x), ve, cos, sin, mask)
+    def forward(self, x, ve, cos, sin, window):
+        x = x + self.attn(norm(x), ve, cos, sin, window)
         return x + self.mlp(norm(x))
 
 
@@ -219,8 +142,6 @@ class GPT(nn.Module):
         cos, sin = self._rotary_tables(config.sequence_len, head_dim)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
-        self.use_flex = False  # FlexAttention for windowed layers; only set where the model runs compiled
-        self._masks = {}
 
     @staticmethod
     def _rotary_tables(seq_len, head_dim, base=10000.0, device=None):
@@ -273,25 +194,8 @@ class GPT(nn.Module):
         attn = sum(12 * h * q * min(w, t) for w in self._window_sizes)
         return 6 * (self.num_params() - excluded) + attn
 
-    def window_masks(self, seq_len, device):
-        """Per-layer masks, built once per (T, device, kernel) outside the compiled region and cached: None (causal),
-        a window_chunks plan (FlexAttention, WINDOW_CHUNK set), a BlockMask, or a boolean mask."""
-        key = (seq_len, str(device), self.use_flex)
-        if key not in self._masks:
-            chunked = self.use_flex and 0 < WINDOW_CHUNK < seq_len
-
-            def build(w):
-                if chunked and w < seq_len - 1:
-                    return window_chunks(seq_len, w, WINDOW_CHUNK, device)
-                return window_mask(seq_len, w, device, self.use_flex)
-
-            built = {w: build(w) for w in set(self._window_sizes)}
-            self._masks[key] = [built[w] for w in self._window_sizes]
-        return self._masks[key]
-
     def forward(self, idx, targets=None, reduction="mean"):
         T = idx.shape[1]
-        masks = self.window_masks(T, idx.device)
         # (1, T, 1, head_dim/2): broadcasts over (B, T, H, head_dim/2)
         cos = self.cos[None, :T, None, :].to(COMPUTE_DTYPE)
         sin = self.sin[None, :T, None, :].to(COMPUTE_DTYPE)
@@ -301,37 +205,13 @@ class GPT(nn.Module):
         for i, block in enumerate(self.transformer.h):
             x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
             ve = self.value_embeds[str(i)](idx).to(x.dtype) if str(i) in self.value_embeds else None
-            x = block(x, ve, cos, sin, masks[i])
+            x = block(x, ve, cos, sin, self._window_sizes[i])
         x = norm(x)
         logits = self.lm_head(x)
         if targets is None:
-            return SOFTCAP * torch.tanh(logits.float() / SOFTCAP)
-        loss = SoftcapCrossEntropy.apply(logits.view(-1, logits.size(-1)), targets.reshape(-1).long())
+            return K.softcap(logits, SOFTCAP)
+        loss = K.softcap_cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), SOFTCAP)
         return loss if reduction == "none" else loss.mean()
-
-
-class SoftcapCrossEntropy(torch.autograd.Function):
-    """Per-token cross-entropy of SOFTCAP * tanh(logits / SOFTCAP), computed in float32 from logits in the compute
-    dtype: the same function as `F.cross_entropy(SOFTCAP * tanh(logits.float() / SOFTCAP))`, but it saves only
-    those logits and one logsumexp per row and recomputes the rest in backward. Plain autograd keeps the float32
-    soft-capped logits instead (8.6 GB per 128 x 2048 micro-batch at vocab 8192) and reads them back. The MLX twin
-    saves tanh and exp instead and recomputes nothing: CPU time binds there (on a GPU that variant measured no
-    slower, benchmarks/RESULTS.md)."""
-
-    @staticmethod
-    def forward(ctx, logits, targets):
-        z = SOFTCAP * torch.tanh(logits.float() / SOFTCAP)
-        lse = torch.logsumexp(z, dim=-1)
-        ctx.save_for_backward(logits, targets, lse)
-        return lse - z.gather(-1, targets[:, None]).squeeze(-1)
-
-    @staticmethod
-    def backward(ctx, grad):
-        logits, targets, lse = ctx.saved_tensors
-        t = torch.tanh(logits.float() / SOFTCAP)
-        onehot = torch.arange(logits.size(-1), device=logits.device) == targets[:, None]
-        dz = (torch.exp(SOFTCAP * t - lse[:, None]) - onehot.float()) * grad[:, None]
-        return (dz * (1 - t * t)).to(logits.dtype), None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -516,12 +396,6 @@ WARMUP_RATIO = 0.0  # fraction of the run warming the lr up
 WARMDOWN_RATIO = 0.5  # fraction of the run decaying the lr to FINAL_LR_FRAC
 FINAL_LR_FRAC = 0.0  # final lr as a fraction of the initial
 
-# Compiled CUDA: windowed ("S") layers attend in query chunks of this many rows, each against only the keys its
-# window reaches; a leading chunk that sees every earlier key runs cuDNN's causal kernel, the rest FlexAttention.
-# 0 = one FlexAttention call per S layer. At T 2048 on an H100, MAX_SEQ_LEN // 2 gave +1.2% and +1.3% tokens/s
-# (two leases) for +1.5 GB of peak memory: the chunks' inputs are copied for cuDNN and kept for the backward.
-# Shorter contexts were not measured: 0 there, as in the MLX twin.
-WINDOW_CHUNK = MAX_SEQ_LEN // 2 if MAX_SEQ_LEN >= 2048 else 0
 
 # Model size
 DEPTH = PROFILE.depth  # number of layers: the one size dial
@@ -584,8 +458,8 @@ def make_train_step(model, optimizer, compiled=True):
     called for per-token losses with the mean taken outside, so the final eval runs this very graph: it never
     compiles an inference graph. `step.model` is the callable model (compiled or not)."""
     if compiled:
-        model.use_flex = True
-        model.window_masks(model.config.sequence_len, model.lm_head.weight.device)  # built outside the graph
+        device = model.lm_head.weight.device
+        K.prepare_attention(model.config.sequence_len, model._window_sizes, device, flex=device.type == "cuda")
         run = torch.compile(model, dynamic=False)
     else:
         run = model

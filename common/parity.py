@@ -142,7 +142,6 @@ class TorchTwin:
         model.init_weights()
         if weights is not None:
             self.tb.import_weights(model, weights)
-        model.use_flex = False
         self.model = model
         return model
 
@@ -151,8 +150,7 @@ class TorchTwin:
 
     def set_windows(self, sizes: list[int]) -> None:
         """Per-layer attention windows, overriding the pattern (a truncated model keeps the full one's windows)."""
-        self.model._window_sizes = list(sizes)
-        self.model._masks = {}  # built again, for these windows, on the next forward
+        self.model._window_sizes = list(sizes)  # the kernels build each window's mask on first use
 
     def _t(self, a):
         return self.torch.from_numpy(np.ascontiguousarray(a)).to(self.device).long()
@@ -219,8 +217,7 @@ class MlxTwin:
         return self.mb.export_weights(self.model)
 
     def set_windows(self, sizes: list[int]) -> None:
-        self.model._window_sizes = list(sizes)
-        self.model._build_masks()
+        self.model._window_sizes = list(sizes)  # the kernels build each window's mask on first use
 
     def _a(self, a):
         return self.mx.array(np.ascontiguousarray(a).astype(np.int32))

@@ -13,7 +13,6 @@ import os
 import re
 import subprocess
 import sys
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -284,92 +283,6 @@ def test_polar_express_is_near_orthogonal_and_finite_in_bf16(tm):
         )
 
 
-def test_softcap_cross_entropy_matches_autodiff_of_the_plain_formula(tm):
-    rng = np.random.default_rng(4)
-    logits = mx.array((rng.standard_normal((3, 5, 50)) * 20).astype(np.float32))  # some beyond the softcap
-    targets = mx.array(rng.integers(0, 50, (3, 5)).astype(np.int32))
-    w = mx.array(rng.random((3, 5)).astype(np.float32))
-
-    def plain(lg):
-        z = tm.SOFTCAP * mx.tanh(lg / tm.SOFTCAP)
-        return (
-            (mx.logsumexp(z, axis=-1) - mx.take_along_axis(z, targets[..., None], axis=-1)[..., 0]) * w
-        ).sum()
-
-    def fused(lg):
-        return (tm.softcap_cross_entropy(lg, targets)[0] * w).sum()
-
-    (v1, g1), (v2, g2) = mx.value_and_grad(plain)(logits), mx.value_and_grad(fused)(logits)
-    np.testing.assert_allclose(v2.item(), v1.item(), rtol=1e-5)
-    np.testing.assert_allclose(np.array(g2), np.array(g1), rtol=1e-4, atol=1e-6)
-
-
-def test_rotary_matches_upstreams_formula_and_its_vjp_is_the_opposite_rotation(tm):
-    # Upstream's rotation by -theta (half-split layout) in float64 numpy, and the gradient of sum(rotary(x) * c):
-    # the transpose of a rotation, i.e. the rotation by +theta applied to c. The hand-written vjp must equal it.
-    rng = np.random.default_rng(7)
-    B, T, H, D = 2, 12, 3, 8
-    x64, c64 = rng.standard_normal((B, T, H, D)), rng.standard_normal((B, T, H, D))
-    inv = 1.0 / 10000 ** (np.arange(0, D, 2) / D)
-    ang = np.outer(np.arange(T), inv)[None, :, None, :]
-    cs, sn = np.cos(ang), np.sin(ang)
-    x1, x2, c1, c2 = x64[..., : D // 2], x64[..., D // 2 :], c64[..., : D // 2], c64[..., D // 2 :]
-    want_y = np.concatenate([x1 * cs + x2 * sn, x2 * cs - x1 * sn], axis=-1)
-    want_g = np.concatenate([c1 * cs - c2 * sn, c2 * cs + c1 * sn], axis=-1)
-    cos, sin = (t[None, :, None, :] for t in tm.GPT._rotary_tables(T, D))
-    x, c = mx.array(x64.astype(np.float32)), mx.array(c64.astype(np.float32))
-    y, g = mx.value_and_grad(lambda x: (tm.apply_rotary_emb(x, cos, sin) * c).sum())(x)
-    np.testing.assert_allclose(np.array(tm.apply_rotary_emb(x, cos, sin)), want_y, atol=1e-5)
-    np.testing.assert_allclose(y.item(), (want_y * c64).sum(), rtol=1e-5)
-    np.testing.assert_allclose(np.array(g), want_g, atol=1e-5)
-
-
-def test_relu_squared_has_relus_gradient(tm):
-    rng = np.random.default_rng(5)
-    x64 = np.concatenate([[-2.0, -0.5, 0.0, 0.25, 1.0, 3.0], rng.standard_normal(250)]).reshape(4, 64)
-    c64 = rng.standard_normal((4, 64))
-    x, c = mx.array(x64.astype(np.float32)), mx.array(c64.astype(np.float32))
-    y, g = mx.value_and_grad(lambda x: (tm.relu_squared(x) * c).sum())(x)
-    np.testing.assert_allclose(y.item(), (np.maximum(x64, 0) ** 2 * c64).sum(), rtol=1e-5)
-    np.testing.assert_allclose(np.array(g), 2 * np.maximum(x64, 0) * c64, rtol=1e-6, atol=0)
-    # bf16, as GPUs run it: sqrt of the rounded square costs a bf16 rounding or two
-    xb, cb = x.astype(mx.bfloat16), c.astype(mx.bfloat16)
-    gb = mx.grad(lambda x: (tm.relu_squared(x) * cb).sum())(xb)
-    gb, xb, cb = (np.array(a.astype(mx.float32)).astype(np.float64) for a in (gb, xb, cb))
-    ref = 2 * np.maximum(xb, 0) * cb
-    assert (np.abs(gb - ref) <= 2**-6 * np.abs(ref)).all()
-
-
-def test_relu_squared_lowers_the_models_peak_memory(tm, monkeypatch):
-    # The tiny model's compiled forward + backward, with relu_squared and with autodiff of the plain formula,
-    # which keeps relu's input (and here its output too) beside the square: at least one MLP-width float32
-    # tensor per layer more (measured: 2 per layer on the CPU; 1 if relu_squared kept its input).
-    cfg = tm.GPTConfig(sequence_len=64, vocab_size=256, n_layer=4, n_head=2, n_kv_head=2, n_embd=64)
-    idx = mx.array(np.random.default_rng(6).integers(0, 256, (4, 64)).astype(np.int32))
-
-    def peak():
-        mx.random.seed(0)
-        model = tm.GPT(cfg)
-        model.init_weights()
-        mx.eval(model.parameters())
-        state = [model.state, mx.random.state]
-        fn = partial(mx.compile, inputs=state, outputs=state)(
-            nn.value_and_grad(model, lambda x, y: model(x, y))
-        )
-        mx.eval(fn(idx, idx))
-        mx.reset_peak_memory()
-        loss, grads = fn(idx, idx)
-        mx.eval(loss, grads)
-        return loss.item(), mx.get_peak_memory()
-
-    loss, custom = peak()
-    monkeypatch.setattr(tm, "relu_squared", lambda h: mx.square(nn.relu(h)))
-    plain_loss, plain = peak()
-    assert loss == pytest.approx(plain_loss, rel=1e-6)
-    unit = idx.size * 4 * cfg.n_embd * 4  # one (B, T, 4 * n_embd) float32 tensor
-    assert plain - custom >= 1.4 * cfg.n_layer * unit, (plain - custom) / unit
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # The compiled step
 
@@ -500,7 +413,7 @@ def test_parameters_have_canonical_names_and_no_buffers(tm, n_layer):
     assert got == canonical_shapes(n_layer, 64, 64, 2, 32)
     assert all(v.dtype == mx.float32 for _, v in tree_flatten(model.parameters()))  # float32 master weights
     assert not [k for k in got if "_cos" in k or "_sin" in k or "_mask" in k or "_window" in k]
-    assert "_cos" in model and "_masks" in model  # they exist, just not as parameters
+    assert "_cos" in model and "_window_sizes" in model  # they exist, just not as parameters
     assert model.num_params() == sum(int(np.prod(s)) for s in got.values())
 
 
@@ -543,79 +456,16 @@ def test_flops_per_token_by_hand(tm):
     assert model.estimate_flops() == 6 * matmul_weights + attention == 934_656
 
 
-def test_window_masks_attend_to_w_plus_one_keys(tm):
+def test_window_sizes_follow_the_pattern_and_reach_the_kernel(tm, monkeypatch):
     T = 16
     model = tiny_model(tm, n_layer=4, seq=T)  # SSSL -> S S S L
     assert model._window_sizes == [8, 8, 8, 16]
-    masks = model.window_masks(T)
-    assert masks[3] == "causal"
-    mask = np.array(masks[0])
-    w = 8
-    for i in range(T):
-        keys = np.flatnonzero(mask[i])
-        assert list(keys) == list(range(max(0, i - w), i + 1))  # i-w <= j <= i
-    assert mask.sum(axis=1).max() == w + 1
-
-    # The attention kernel with that mask equals a numpy reference of the window semantics.
-    rng = np.random.default_rng(5)
-    q, k, v = (rng.standard_normal((1, 2, T, 8)).astype(np.float32) for _ in range(3))
-    out = mx.fast.scaled_dot_product_attention(
-        mx.array(q), mx.array(k), mx.array(v), scale=8**-0.5, mask=masks[0]
-    )
-    ref = np.zeros_like(q, dtype=np.float64)
-    for i in range(T):
-        j = np.arange(max(0, i - w), i + 1)
-        s = np.einsum("hd,hkd->hk", q[0, :, i], k[0, :, j].transpose(1, 0, 2)) * 8**-0.5
-        p = np.exp(s - s.max(-1, keepdims=True))
-        p /= p.sum(-1, keepdims=True)
-        ref[0, :, i] = np.einsum("hk,hkd->hd", p, v[0, :, j].transpose(1, 0, 2))
-    np.testing.assert_allclose(np.array(out), ref, atol=1e-5)
-    # and a shorter sequence just slices the same mask; one no longer than the window is plain causal
-    assert np.array_equal(np.array(model.window_masks(12)[0]), mask[:12, :12])
-    assert model.window_masks(9) == ["causal"] * 4
-
-
-@pytest.mark.parametrize("chunk", [3, 4, 8, 11])
-def test_window_chunks_equal_one_masked_call(tm, chunk):
-    """The GPU's chunked window attention (WINDOW_CHUNK) computes what one call with the full mask does, output and
-    q, k, v gradients: every chunk sees exactly the keys its rows' windows hold, and a chunk marked "causal" (the
-    kernel's bottom-right aligned mask, fewer rows than keys) loses none of them."""
-    T, w = 16, 8
-    plan = tm.window_chunks(T, w, chunk)
-    assert [(q0, q1) for q0, q1, _, _ in plan] == [(q0, min(q0 + chunk, T)) for q0 in range(0, T, chunk)]
-    for q0, q1, k0, m in plan:
-        assert k0 == max(0, q0 - w)  # the first key any row of the chunk can see
-        assert isinstance(m, str) == (k0 == 0 and q1 - 1 <= w)  # "causal" exactly where it is the window
-    rng = np.random.default_rng(chunk)
-    q, k, v, dout = (mx.array(rng.standard_normal((2, 2, T, 8)).astype(np.float32)) for _ in range(4))
-
-    def run(mask):
-        return mx.vjp(lambda q, k, v: tm.attention(q, k, v, mask, 8**-0.5), [q, k, v], [dout])
-
-    (out, *_), grads = run(plan)
-    (ref, *_), ref_grads = run(tm.window_mask(T, w))
-    np.testing.assert_allclose(np.array(out), np.array(ref), atol=1e-5)
-    for g, r in zip(grads, ref_grads):
-        np.testing.assert_allclose(np.array(g), np.array(r), atol=1e-5)
-
-
-def test_window_chunk_plans_only_at_full_length(tm, monkeypatch):
-    monkeypatch.setattr(tm, "WINDOW_CHUNK", 4)
-    T = 16
-    model = tiny_model(tm, n_layer=4, seq=T)  # S S S L
-    masks = model.window_masks(T)
-    assert all(isinstance(m, list) for m in masks[:3]) and masks[3] == "causal"
-    assert masks[0] is model._chunks["8"]  # built once in __init__, outside any compiled graph
-    assert not isinstance(model.window_masks(12)[0], list)  # shorter sequences slice the full mask
-    # the chunked model computes the same loss as the one-call model
+    seen = []
+    attention = tm.K.attention
+    monkeypatch.setattr(tm.K, "attention", lambda q, k, v, window: seen.append(window) or attention(q, k, v, window))
     x = mx.array(np.random.default_rng(0).integers(0, 64, (2, T)).astype(np.int32))
-    chunked = model(x, x).item()
-    model._chunks = {}
-    assert abs(chunked - model(x, x).item()) < 1e-5
-    monkeypatch.setattr(tm, "WINDOW_CHUNK", 0)
-    model._build_masks()
-    assert model._chunks == {}
-
+    model(x, x)
+    assert seen == [8, 8, 8, 16]
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Backend: weight I/O, eval adapter

@@ -54,10 +54,14 @@ def _broken_twin(tmp_path: Path, old: str, new: str, count: int = 1) -> Path:
 
 
 def test_rotary_sign_convention_bug_is_located(prepared, tmp_path):
-    # mx.fast.rope's default direction is the opposite of upstream's formula: the classic porting trap.
-    root = _broken_twin(
-        tmp_path, "x1 * cos + x2 * sin, x2 * cos - x1 * sin", "x1 * cos - x2 * sin, x2 * cos + x1 * sin"
+    # mx.fast.rope's default direction is the opposite of upstream's formula: the classic porting trap, here in a
+    # twin that writes its own rotary instead of calling the kernel.
+    own_rotary = (
+        "d = q.shape[-1] // 2\n"
+        "        rot = lambda x: mx.concatenate([x[..., :d] * cos - x[..., d:] * sin, x[..., d:] * cos + x[..., :d] * sin], -1)\n"
+        "        q = norm(rot(q))\n        k = norm(rot(k))"
     )
+    root = _broken_twin(tmp_path, "q = norm(K.rotary(q, cos, sin))\n        k = norm(K.rotary(k, cos, sin))", own_rotary)
     report = run_parity(root=root, data_dir=prepared, steps=2, bf16=False)
     logits = next(c for c in report.checks if c.name.startswith("forward logits"))
     assert not logits.ok and "transformer.h.0" in logits.detail
@@ -83,7 +87,7 @@ def test_cli_exit_status_and_json(prepared, tmp_path, monkeypatch):
 def test_window_off_by_one_is_located(prepared, tmp_path):
     # FlashAttention's window w attends to w + 1 keys (i - w .. i); a port that attends to w keys differs on every
     # S layer, starting with the first.
-    root = _broken_twin(tmp_path, "(dist >= 0) & (dist <= window)", "(dist >= 0) & (dist < window)")
+    root = _broken_twin(tmp_path, "K.attention(q, k, v, window)", "K.attention(q, k, v, window - 1)")
     report = run_parity(root=root, data_dir=prepared, steps=2, bf16=False)
     logits = next(c for c in report.checks if c.name.startswith("forward logits"))
     assert not logits.ok and "transformer.h.0 (window 16)" in logits.detail

@@ -276,39 +276,6 @@ def test_optimizer_groups_follow_the_contract(tt):
     )
 
 
-def test_softcap_cross_entropy_matches_plain_autograd(tt):
-    torch.manual_seed(0)
-    logits = (20 * torch.randn(6, 50)).requires_grad_()  # large, so the soft cap bends them
-    targets = torch.randint(0, 50, (6,))
-    grad = torch.rand(6)
-    ref = F.cross_entropy(tt.SOFTCAP * torch.tanh(logits / tt.SOFTCAP), targets, reduction="none")
-    (ref_grad,) = torch.autograd.grad(ref, logits, grad)
-    got = tt.SoftcapCrossEntropy.apply(logits, targets)
-    (got_grad,) = torch.autograd.grad(got, logits, grad)
-    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(got_grad, ref_grad, rtol=1e-5, atol=1e-6)
-
-
-def test_relu_squared_keeps_only_its_output_and_has_relus_gradient(tt):
-    g = torch.Generator().manual_seed(5)
-    x = torch.tensor([-2.0, -0.5, 0.0, 0.25, 1.0, 3.0], dtype=torch.float64).repeat(4, 1)
-    x[1:] += torch.randn(3, 6, dtype=torch.float64, generator=g) * 0.1  # row 0 keeps an exact 0
-    x.requires_grad_()
-    c = torch.randn(4, 6, dtype=torch.float64, generator=g)
-    saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        y = tt.ReluSquared.apply(x)
-    torch.testing.assert_close(y, torch.relu(x) ** 2, rtol=0, atol=0)
-    assert len(saved) == 1 and saved[0] is y  # the output, not x: x's memory is freed after the forward
-    (g,) = torch.autograd.grad(y, x, c)
-    torch.testing.assert_close(g, 2 * torch.relu(x) * c, rtol=1e-15, atol=0)  # d/dx relu(x)^2, 0 where x <= 0
-    # bf16, as the GPU runs it: sqrt of the rounded square costs at most one more bf16 rounding
-    xb, cb = x.detach().bfloat16().requires_grad_(), c.bfloat16()
-    (gb,) = torch.autograd.grad(tt.ReluSquared.apply(xb), xb, cb)
-    ref = 2 * torch.relu(xb.double()) * cb.double()
-    assert ((gb.double() - ref).abs() <= 2**-7 * ref.abs()).all()
-
-
 def test_calibration_reset_gives_a_fresh_run(tt):
     # main() trains throwaway calibration steps, then restores the weights and resets the optimizer: the real run
     # must then be exactly the run a fresh model and optimizer would make.
@@ -336,61 +303,6 @@ def test_calibration_reset_gives_a_fresh_run(tt):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Model pieces
-
-
-def test_rotary_matches_formula(tt):
-    T, H, D = 6, 2, 8
-    cos, sin = tt.GPT._rotary_tables(T, D)
-    x = torch.randn(1, T, H, D)
-    y = tt.apply_rotary_emb(x, cos[None, :, None, :], sin[None, :, None, :])
-    d = D // 2
-    for t in range(T):
-        for j in range(d):
-            theta = t / 10000 ** (2 * j / D)
-            x1, x2 = x[0, t, :, j], x[0, t, :, j + d]
-            torch.testing.assert_close(y[0, t, :, j], x1 * math.cos(theta) + x2 * math.sin(theta))
-            torch.testing.assert_close(y[0, t, :, j + d], -x1 * math.sin(theta) + x2 * math.cos(theta))
-
-
-def manual_attention(q, k, v, allowed):
-    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.size(-1))
-    return torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1) @ v
-
-
-@pytest.mark.parametrize("window", [3, 8, 15, 16])
-def test_window_mask_attends_to_window_plus_one_keys(tt, window):
-    T = 16
-    mask = tt.window_mask(T, window, torch.device("cpu"), flex=False)
-    i = torch.arange(T)
-    allowed = (i[None, :] <= i[:, None]) & (i[:, None] - i[None, :] <= window)
-    if window >= T - 1:
-        assert mask is None  # plain causal: every key up to the query
-    else:
-        assert torch.equal(mask, allowed)
-        assert mask.sum(-1)[window:].eq(window + 1).all()  # "S" with window w: exactly w + 1 keys
-    q, k, v = (torch.randn(2, 3, T, 8) for _ in range(3))
-    torch.testing.assert_close(tt.attention(q, k, v, mask, 8**-0.5), manual_attention(q, k, v, allowed))
-
-
-# FlexAttention eager on purpose here (a reference), so its warning about the unfused path is expected.
-@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
-@pytest.mark.parametrize("chunk", [3, 8, 11])
-def test_window_chunks_equal_one_masked_call(tt, chunk):
-    """The compiled CUDA path's chunked window attention (WINDOW_CHUNK: a leading chunk through SDPA's causal
-    kernel, the rest through FlexAttention) computes what one SDPA call with the full boolean mask does. Forward on
-    the CPU (FlexAttention has no CPU backward); the CUDA test below checks gradients."""
-    T, w = 16, 8
-    plan = tt.window_chunks(T, w, chunk, "cpu")
-    assert [(q0, q1) for q0, q1, _, _ in plan] == [(q0, min(q0 + chunk, T)) for q0 in range(0, T, chunk)]
-    for q0, q1, k0, m in plan:
-        assert k0 == max(0, q0 - w)
-        assert (m is None) == (q0 == 0 and q1 - 1 <= w)  # SDPA's causal mask only where it is the window's
-    g = torch.Generator().manual_seed(chunk)
-    q, k, v = (torch.randn(2, 2, T, 8, generator=g) for _ in range(3))
-    with torch.no_grad():
-        got = tt.attention(q, k, v, plan, 8**-0.5)
-        ref = tt.attention(q, k, v, tt.window_mask(T, w, "cpu", flex=False), 8**-0.5)
-    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
 
 
 def test_window_sizes_and_flops(tt):
@@ -527,47 +439,16 @@ def test_cuda_compiled_flex_matches_eager_sdpa(tt):
     x = torch.randint(0, 128, (2, 256), device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         ref = model(x, x, reduction="none")  # eager: SDPA with boolean window masks
-        model.use_flex = True
-        model.window_masks(256, x.device)
-        got = torch.compile(model, dynamic=False)(x, x, reduction="none")
+        tt.K.prepare_attention(256, model._window_sizes, x.device, flex=True)
+        got = torch.compile(model, dynamic=False)(x, x, reduction="none")  # FlexAttention block masks
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, ref, rtol=2e-2, atol=2e-2)
 
 
 @needs_cuda
-def test_cuda_window_chunks_gradients(tt):
-    """Compiled chunked windows (cuDNN causal + FlexAttention chunks) against eager SDPA with the full boolean mask:
-    output and q, k, v gradients."""
-    T, w = 512, 256
-    plan = tt.window_chunks(T, w, w, "cuda")
-    qkv = [torch.randn(2, 4, T, 64, device="cuda", requires_grad=True) for _ in range(3)]
-    dout = torch.randn(2, 4, T, 64, device="cuda")
-
-    def run(fn, mask):
-        for t in qkv:
-            t.grad = None
-        out = fn(*qkv, mask, 64**-0.5)
-        out.backward(dout)
-        return [out.detach(), *(t.grad for t in qkv)]
-
-    got = run(torch.compile(tt.attention, dynamic=False), plan)
-    ref = run(tt.attention, tt.window_mask(T, w, "cuda", flex=False))
-    for a, b in zip(got, ref):
-        torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-2)
-
-
-@needs_cuda
 def test_cuda_relu_squared_under_autocast(tt, monkeypatch):
-    """Autocast runs square as pow in float32: ReluSquared must still save its output in bf16 (or the compiled
-    partitioner keeps x instead), and the compiled bf16 model's gradients must match eager float32 with plain
-    autograd of relu(x)^2."""
-    x = torch.randn(64, 256, device="cuda", dtype=torch.bfloat16)
-    saved = []
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-            y = tt.ReluSquared.apply(x.requires_grad_())
-    assert y.dtype == torch.bfloat16 and [t.dtype for t in saved] == [torch.bfloat16]
-
+    """The compiled bf16 model's gradients match eager float32 with plain autograd of relu(x)^2 (the kernel's saved
+    dtype under autocast: tests/test_kernels.py)."""
     model = small_model(tt, pattern="L", n_layer=2, T=128, vocab=128).cuda()
     idx = torch.randint(0, 128, (4, 128), device="cuda")
 
