@@ -1,6 +1,6 @@
 """`python prepare.py ...` is `autoresearch prepare ...` (upstream's habit). See common/prepare.py."""
 
-from common.cli import main
+from common.cli import prepare
 
 if __name__ == "__main__":
-    main(["prepare", *__import__("sys").argv[1:]])
+    prepare(prog_name="python prepare.py")

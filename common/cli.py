@@ -7,14 +7,18 @@
     autoresearch loop --tag nov25 --agent claude   # the agent proposes, the harness judges, all night
     autoresearch results                    # what the branch found
     autoresearch check-hardware             # JSON on stdout, summary on stderr
+    autoresearch doctor                     # what would make this machine faster
 
-Subcommands import their heavy modules lazily, so `autoresearch --help` is instant.
+Subcommands import their heavy modules lazily, so `autoresearch --help` is instant. A mistake a user can make ends in
+one or two lines saying what to run instead, exit status 1 (2 for a bad option), and no Python traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -25,7 +29,14 @@ class UserError(click.ClickException):
     """An error the user can fix: printed as one line, exit status 1, no traceback."""
 
 
-def _user_errors(fn):
+RESUMES = "\ninterrupted: everything finished so far is kept; rerun the same command to resume"
+
+
+def _user_errors(fn=None, *, interrupted: str | None = None):
+    """Turn the errors a user can fix into UserError. Ctrl-C prints `interrupted` and exits 130 where given, else it
+    goes on (to the command's own handler, or click's `Aborted!`)."""
+    if fn is None:
+        return lambda f: _user_errors(f, interrupted=interrupted)
     import functools
 
     @functools.wraps(fn)
@@ -34,7 +45,7 @@ def _user_errors(fn):
         from common.sources import SourceError
         from common.tokenizer import TooLittleText
 
-        errors: tuple = (SourceError, ShardError, TooLittleText, FileNotFoundError, ValueError)
+        errors: tuple = (SourceError, ShardError, TooLittleText, ValueError)
         try:
             from common.download import DownloadError
 
@@ -44,18 +55,18 @@ def _user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except KeyboardInterrupt:
-            click.echo(
-                "\ninterrupted: everything finished so far is kept; rerun the same command to resume",
-                err=True,
-            )
+            if interrupted is None:
+                raise
+            click.echo(interrupted, err=True)
             sys.exit(130)
         except OSError as e:
-            if e.errno == 28:  # ENOSPC
+            if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
                 raise UserError(
                     f"disk full while writing {e.filename or 'data'}: free some space and rerun to resume"
                 ) from e
-            if isinstance(e, FileNotFoundError):
-                raise UserError(str(e)) from e
+            if isinstance(e, (FileNotFoundError, PermissionError, FileExistsError, IsADirectoryError,
+                              NotADirectoryError)):  # fmt: skip
+                raise UserError(_os_message(e)) from e
             raise
         except errors as e:
             raise UserError(str(e)) from e
@@ -63,19 +74,37 @@ def _user_errors(fn):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
-    """autoresearch: fixed-time LLM-pretraining experiments, MLX first, with a PyTorch twin at parity."""
+def _os_message(e: OSError) -> str:
+    """Our own FileNotFoundError carries its message; one from the OS gets the path and what to do."""
+    if not e.filename or not e.strerror:
+        return str(e)
+    fix = {
+        PermissionError: "check its permissions, or choose another path",
+        FileExistsError: "a file is in the way: move it, or choose another path",
+        NotADirectoryError: "a file is in the way of a directory: move it, or choose another path",
+        IsADirectoryError: "that is a directory: give a file path",
+    }.get(type(e), "check the path")
+    return f"{e.strerror}: {e.filename}: {fix}"
 
 
-def _online(host: str = "huggingface.co") -> bool:
-    import socket
+def _print_version(ctx: click.Context, _param, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib import metadata
 
     try:
-        socket.create_connection((host, 443), timeout=3).close()
-        return True
-    except OSError:
-        return False
+        version = metadata.version("autoresearch")
+    except metadata.PackageNotFoundError:
+        version = "(not installed: pip install -e .)"
+    click.echo(f"autoresearch {version}")
+    ctx.exit()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Print the version and exit.")  # fmt: skip
+def main() -> None:
+    """autoresearch: fixed-time LLM-pretraining experiments, MLX first, with a PyTorch twin at parity."""
 
 
 @main.command()
@@ -90,25 +119,28 @@ def _online(host: str = "huggingface.co") -> bool:
     default=None,
     help="where to write (default $AUTORESEARCH_HOME/<dataset>)",
 )
-@click.option("--vocab-size", default=8192, show_default=True)
+@click.option("--vocab-size", type=click.IntRange(261, 65536), default=8192, show_default=True)
 @click.option(
     "--num-shards",
+    type=click.IntRange(min=1),
     default=10,
     show_default=True,
     help="climbmix training shards to download (the val shard is pinned)",
 )
-@click.option("--workers", default=8, show_default=True, help="parallel downloads")
-@_user_errors
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=8, show_default=True, help="parallel downloads"
+)
+@_user_errors(interrupted=RESUMES)
 def prepare(dataset, data_dir, vocab_size, num_shards, workers) -> None:
     """Download or generate text, train the tokenizer, tokenize everything once."""
+    from common.download import hf_base, reachable
     from common.prepare import prepare as run_prepare
 
     if dataset is None:
-        dataset = "climbmix" if _online() else "demo"
-        click.echo(
-            f"prepare: --dataset not given; using {dataset} ({'online' if dataset == 'climbmix' else 'offline'})",
-            err=True,
-        )
+        online = reachable()
+        dataset = "climbmix" if online else "demo"
+        why = "online" if online else f"offline: {hf_base()} cannot be reached"
+        click.echo(f"prepare: --dataset not given; using {dataset} ({why})", err=True)
     out = run_prepare(dataset, data_dir, vocab_size=vocab_size, num_shards=num_shards, workers=workers)
     click.echo(str(out))
 
@@ -124,12 +156,48 @@ def check_hardware() -> None:
     sys.exit(0 if info["ready"] else 1)
 
 
+@main.command()
+def doctor() -> None:
+    """What would make this machine faster (missing OpenBLAS, a CPU-only torch beside a GPU, low disk, ...)."""
+    from common.hardware import probe
+
+    info = probe()
+    rec = info["recommended"]
+    if info["ready"]:
+        click.echo(f"recommended: --backend {rec['backend']} --profile {rec['profile']}  ({rec['reason']})")
+    else:
+        click.echo(f"NOT READY: {rec['reason']}")
+    for item in info["advice"]:
+        click.echo(f"- {item['what']}\n  fix: {item['fix']}")
+    if not info["advice"]:
+        click.echo("nothing to fix: this machine runs as fast as this harness can make it")
+    sys.exit(0 if info["ready"] else 1)
+
+
+def _check_profile(ctx, param, value):
+    if value is None:
+        return None
+    from common.profiles import PROFILES, get_profile
+
+    try:
+        return get_profile(value).name
+    except ValueError as e:
+        import difflib
+
+        guess = difflib.get_close_matches(value.split("@")[0], PROFILES, n=1)
+        hint = (
+            f"; did you mean `--profile {guess[0]}`?" if guess and value.split("@")[0] not in PROFILES else ""
+        )
+        raise click.BadParameter(str(e).replace(" (--profile or $AUTORESEARCH_PROFILE)", "") + hint) from e
+
+
 _backend_opt = click.option(
     "--backend", default="auto", show_default=True, type=click.Choice(["auto", "mlx", "cuda", "mps", "cpu"])
 )
 _profile_opt = click.option(
     "--profile",
     default=None,
+    callback=_check_profile,
     help="ci, cpu, laptop, h100, or with an override (h100@120s, ci@50steps); "
     "default: $AUTORESEARCH_PROFILE or check-hardware's pick",
 )
@@ -140,35 +208,139 @@ _profile_opt = click.option(
 @_profile_opt
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="fixed-step mode: exactly N steps")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="default 42")
-@click.option("--timeout", type=click.FloatRange(min=1), default=None, help="seconds (default: the profile's)")
+@click.option(
+    "--timeout", type=click.FloatRange(min=1), default=None, help="seconds (default: the profile's)"
+)
 @click.option(
     "--log", "log_path", type=click.Path(path_type=Path), default=Path("run.log"), show_default=True
 )
 @_user_errors
 def train(backend, profile, steps, seed, timeout, log_path) -> None:
     """Run one experiment and show its whole output (nothing is recorded: `autoresearch run` records)."""
-    _train(backend, profile, log_path, steps=steps, seed=seed, timeout=timeout)
+    try:
+        _train(backend, profile, log_path, steps=steps, seed=seed, timeout=timeout)
+    except KeyboardInterrupt:
+        click.echo(
+            f"\ninterrupted: the run was stopped and nothing was recorded (its output so far: {log_path}); "
+            "`autoresearch train` does not resume: rerunning starts the experiment over",
+            err=True,
+        )
+        sys.exit(130)
 
 
 def _train(backend: str, profile: str | None, log_path: Path, data_dir: Path | None = None, *, steps=None,
            seed=None, timeout=None) -> dict:  # fmt: skip
+    from common.paths import check_prepared
     from common.profiles import get_profile, run_timeout
     from common.runner import resolve_backend, run_experiment
 
-    backend = resolve_backend(backend)
     prof = get_profile(profile)
     if steps:
         prof = get_profile(f"{prof.name}@{steps}steps")
+    backend = _usable_backend(backend, resolve_backend)
+    check_prepared(data_dir)
     timeout = timeout or run_timeout(prof)
     click.echo(
         f"train: backend {backend}, profile {prof.name} ({prof.description}); log {log_path}", err=True
     )
-    result = run_experiment(backend, prof.name, log_path, data_dir, timeout=timeout, seed=seed)
+    result = run_experiment(
+        backend, prof.name, log_path, data_dir, timeout=timeout, seed=seed, on_line=_HideTracebacks()
+    )
     if result["timed_out"]:
-        raise UserError(f"the run took longer than {timeout:.0f}s and was stopped (--timeout): see {log_path}")
+        raise UserError(
+            f"the run took longer than {timeout:.0f}s and was stopped (--timeout): see {log_path}"
+        )
     if result["exit_code"] != 0 or "val_bpb" not in result:
-        raise UserError(f"the run failed (exit {result['exit_code']}): see {log_path}")
+        raise UserError(
+            explain_failure(Path(log_path).read_text(errors="replace"), result["exit_code"], log_path)
+        )
     return result
+
+
+def _usable_backend(backend: str, resolve_backend) -> str:
+    """The backend to run: check-hardware's pick for `auto`; an explicit one only if it can run here."""
+    from common.hardware import backend_problem, probe
+
+    if backend == "auto":
+        chosen = resolve_backend("auto")
+        if chosen is None:
+            raise UserError(f"nothing can train here: {probe()['recommended']['reason']}")
+        return chosen
+    problem = backend_problem(backend)
+    if problem is None:
+        return backend
+    rec = probe()["recommended"]
+    pick = (
+        f"check-hardware recommends `--backend {rec['backend']} --profile {rec['profile']}` (or leave --backend out)"
+        if rec["backend"]
+        else f"nothing can train here: {rec['reason']}"
+    )
+    raise UserError(f"--backend {backend} cannot run here: {problem}.\n{pick}")
+
+
+class _HideTracebacks:
+    """Echo a run's output as it comes, except Python tracebacks: they stay in the log, and the harness sums
+    them up in a line or two after the run (explain_failure)."""
+
+    CHAINED = ("During handling of the above exception", "The above exception was the direct cause")
+
+    def __init__(self) -> None:
+        self.inside = False
+        self.held: list[str] | None = (
+            None  # after a traceback: blank and "During handling" lines, until we know
+        )
+
+    def __call__(self, line: str) -> None:
+        if line.startswith("Traceback (most recent call last):"):
+            self.inside, self.held = True, None
+            return
+        if self.inside:
+            if not line.strip() or line[0] in " \t":
+                return
+            self.inside, self.held = False, []  # the exception's own line ends the traceback
+            return
+        if self.held is not None:
+            if not line.strip() or line.startswith(self.CHAINED):
+                self.held.append(line)  # a chained traceback may follow
+                return
+            line, self.held = "".join(self.held) + line, None
+        sys.stdout.write(line)
+        sys.stdout.flush()
+
+
+# Errors the harness raises with a message that says what to do: from common/ and backends/, they are not bugs.
+_USER_ERRORS = {
+    "ShardError",
+    "SourceError",
+    "TooLittleText",
+    "FileNotFoundError",
+    "ValueError",
+    "RuntimeError",
+}
+
+
+def explain_failure(log: str, exit_code: int, log_path) -> str:
+    """One or two lines on why a training run failed, from its log: a user's mistake with its fix, a FAIL line, an
+    import that is missing, or a bug (its traceback is in the log)."""
+    tail = log[log.rfind("Traceback (most recent call last):") :] if "Traceback" in log else ""
+    frames = re.findall(r'^\s+File "([^"]+)", line (\d+)', tail, re.M)
+    exc = next((ln for ln in tail.splitlines()[1:] if ln.strip() and ln[0] not in " \t"), "")
+    name, _, message = exc.partition(": ")
+    name = name.rsplit(".", 1)[-1]
+    fail = [ln for ln in log.splitlines() if ln.startswith("FAIL")]
+    harness = [str(Path(__file__).resolve().parents[1] / d) for d in ("common", "backends")]
+    if exc and name in _USER_ERRORS and frames and frames[-1][0].startswith(tuple(harness)):
+        return f"{message}\n(the run's log: {log_path})"
+    if name == "ModuleNotFoundError":
+        return f"{message}: install it in this environment (`pip install -e .`), then rerun; the log is {log_path}"
+    if fail:
+        return f"the run failed: {fail[-1]}; its log: {log_path}"
+    if exc:
+        where = f" at {Path(frames[-1][0]).name}:{frames[-1][1]}" if frames else ""
+        return f"the run crashed with {exc}{where}: a bug, not your setup?\nits traceback is in {log_path}"
+    if exit_code < 0:
+        return f"the run was killed by signal {-exit_code} (out of memory?); its log: {log_path}"
+    return f"the run failed (exit {exit_code}) without a summary: see {log_path}"
 
 
 @main.command()
@@ -179,22 +351,31 @@ def _train(backend: str, profile: str | None, log_path: Path, data_dir: Path | N
 @click.option(
     "--data-dir", type=click.Path(path_type=Path), default=None, help="default: the current prepared data"
 )
-@_user_errors
+@_user_errors(interrupted="\ninterrupted: parity was stopped; it wrote nothing, rerun it to start over")
 def parity(as_json, torch_device, mlx_device, steps, data_dir) -> None:
     """Check that train_mlx.py and train_torch.py compute the same function (exit 1 if not)."""
+    from common.hardware import backend_problem, mlx_cpu_build, openblas_path, warn_reference_blas
     from common.parity import run_parity
-    from common.runner import OPENBLAS
+    from common.paths import check_prepared
 
-    # MLX runs in this process: on Linux, restart once with OpenBLAS preloaded (MLX's bundled BLAS is ~30x slower).
+    problem = backend_problem(torch_device)
+    if problem:
+        raise UserError(f"--torch-device {torch_device} cannot run here: {problem}")
+    check_prepared(data_dir)
+    # MLX runs in this process: on Linux, restart once with OpenBLAS preloaded (MLX's bundled BLAS is ~20x slower).
     main_spec = getattr(sys.modules["__main__"], "__spec__", None)
     as_program = os.path.basename(sys.argv[0]) == "autoresearch" or (
         main_spec and main_spec.name == "common.cli"
     )
-    if as_program and sys.platform == "linux" and os.path.exists(OPENBLAS) and "LD_PRELOAD" not in os.environ:
+    openblas = openblas_path()
+    if mlx_cpu_build() and not os.path.exists(openblas):
+        warn_reference_blas()
+    elif as_program and mlx_cpu_build() and openblas not in os.environ.get("LD_PRELOAD", ""):
+        preloads = " ".join([openblas, os.environ.get("LD_PRELOAD", "")]).strip()
         os.execve(
             sys.executable,
             [sys.executable, "-m", "common.cli", *sys.argv[1:]],
-            {**os.environ, "LD_PRELOAD": OPENBLAS},
+            {**os.environ, "LD_PRELOAD": preloads},
         )
     report = run_parity(data_dir=data_dir, torch_device=torch_device, mlx_device=mlx_device, steps=steps)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
