@@ -170,7 +170,7 @@ def doctor() -> None:
     for item in info["advice"]:
         click.echo(f"- {item['what']}\n  fix: {item['fix']}")
     if not info["advice"]:
-        click.echo("nothing to fix: this machine runs as fast as this harness can make it")
+        click.echo("nothing found to fix")
     sys.exit(0 if info["ready"] else 1)
 
 

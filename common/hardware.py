@@ -26,7 +26,7 @@ import time
 H100_MIN_GB = 70.0  # an 80 GB card reports ~79 GiB; a 40/48 GB card is a "laptop"-tier GPU for our profiles
 OPENBLAS_ENV = "AUTORESEARCH_OPENBLAS"  # the OpenBLAS that MLX gets preloaded (tests: a missing file)
 OPENBLAS_FIX = "sudo apt-get install libopenblas0-pthread"
-SPEED_FILE = "cpu_speed.json"  # in $AUTORESEARCH_HOME: the matmul timings, keyed by what they depend on
+SPEED_FILE = "cpu_speed.json"  # in $AUTORESEARCH_HOME: the last 8 timings, keyed by what they depend on
 # torch on the CPU is recommended over MLX only when its matmuls are this much faster: at equal matmul speed MLX's
 # compiled step trains faster (a 2-core x86 box, cpu profile: MLX 4.3-5.0K tokens/s, torch ~3.6K; README).
 TORCH_CPU_MARGIN = 1.5
@@ -207,8 +207,8 @@ def reference_blas() -> bool:
 
 
 REFERENCE_BLAS_WARNING = (
-    "warning: MLX runs on its bundled reference BLAS here (Linux CPU build, no OpenBLAS at {path}): "
-    "its matmuls are ~20x slower. Fix: `{fix}` (the harness then preloads it), or use --backend cpu."
+    "warning: MLX's Linux CPU build runs on its bundled reference BLAS here (no OpenBLAS at {path}): ~20x slower "
+    "matmuls. Fix: `{fix}` (the harness then preloads it); until then torch (--backend cpu) is faster."
 )
 _warned: set[str] = set()
 
@@ -280,11 +280,12 @@ def cpu_speed(info: dict, torch_version: str | None, mlx_detail: str) -> dict | 
     }  # fmt: skip
     cache = home() / SPEED_FILE
     try:
-        cached = json.loads(cache.read_text())
-        if cached.get("key") == key:
-            return cached["speed"]
-    except (OSError, ValueError, KeyError, AttributeError):
-        pass
+        entries = list(json.loads(cache.read_text())["entries"])
+        for entry in entries:
+            if entry["key"] == key:
+                return entry["speed"]
+    except (OSError, ValueError, KeyError, TypeError):
+        entries = []
     print(
         f"check-hardware: timing float32 matmuls in MLX and torch on this CPU, once (cached in {cache})",
         file=sys.stderr, flush=True,
@@ -300,7 +301,8 @@ def cpu_speed(info: dict, torch_version: str | None, mlx_detail: str) -> dict | 
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f"{SPEED_FILE}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"key": key, "speed": speed}, indent=1) + "\n")
+        entries = [*entries[-7:], {"key": key, "speed": speed}]  # with and without OpenBLAS, other versions
+        tmp.write_text(json.dumps({"entries": entries}, indent=1) + "\n")
         os.replace(tmp, cache)
     except OSError:
         pass  # a read-only home: measure again next time

@@ -26,9 +26,12 @@ def resolve_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        from common.hardware import probe
+        from common.hardware import probe, reference_blas, warn_reference_blas
 
-        return probe()["recommended"]["backend"]
+        chosen = probe()["recommended"]["backend"]
+        if chosen == "cpu" and reference_blas():  # auto avoided MLX for its slow BLAS: say why, once
+            warn_reference_blas()
+        return chosen
     return backend
 
 

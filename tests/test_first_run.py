@@ -365,7 +365,19 @@ def test_cpu_timing_is_cached_per_machine(monkeypatch):
     first = hardware.cpu_speed(info, "2.13", "mlx 0.32")
     assert hardware.cpu_speed(info, "2.13", "mlx 0.32") == first and calls == ["mlx", "torch"]
     hardware.cpu_speed(info, "2.14", "mlx 0.32")  # another torch: measured again
+    hardware.cpu_speed(info, "2.13", "mlx 0.32")  # and back: still cached
     assert len(calls) == 4 and (home() / hardware.SPEED_FILE).exists()
+
+
+def test_auto_says_once_why_it_avoided_mlx(monkeypatch, capsys):
+    from common.runner import resolve_backend
+
+    monkeypatch.setattr(hardware, "_warned", set())
+    monkeypatch.setattr(hardware, "reference_blas", lambda: True)
+    monkeypatch.setattr(hardware, "probe", lambda: {"recommended": {"backend": "cpu"}})
+    assert resolve_backend("auto") == "cpu" and resolve_backend("auto") == "cpu"
+    err = capsys.readouterr().err
+    assert err.count("reference BLAS") == 1 and "--backend cpu" in err
 
 
 def test_real_cpu_timing_is_quick_and_sane(monkeypatch):
