@@ -264,7 +264,7 @@ def _ensure_tokenizer(m, data_dir, train_files, has_val_file, vocab_size, max_ch
 
 
 @contextlib.contextmanager
-def _heartbeat(status, every: float = 10.0):
+def _heartbeat(status, every: float = 5.0):
     """Log status(elapsed seconds) every `every` seconds while the block runs (a wait with no progress of its own)."""
     done, t0 = threading.Event(), time.time()
 
