@@ -116,10 +116,14 @@ def autocast():
 
 
 def setup() -> None:
-    """Process-wide settings: TF32 for the few float32 matmuls left under autocast."""
+    """Process-wide settings: TF32 for the few float32 matmuls left under autocast. Prints which attention kernels
+    will run (backends/torch_kernels.py)."""
+    from backends.torch_kernels import describe
+
     if detect().type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    print(describe(detect().device), flush=True)
 
 
 def sdpa_backends():

@@ -8,16 +8,24 @@ to its reference and to float64.
     relu_squared(x)                              # relu(x)^2
     softcap_cross_entropy(logits, targets, cap)  # per-token CE of cap * tanh(logits / cap), float32
 
-Attention picks its kernel per call: inside torch.compile on CUDA, FlexAttention block masks for windows (fully
-masked tiles skipped; at T >= 2048 in query chunks whose leading causal chunk runs on cuDNN) and cuDNN SDPA for
-full-causal layers; eager (CPU, MPS, parity), SDPA with a boolean window mask.
+Attention picks its kernel per call. On Hopper and Blackwell with flash-attn-4 installed (`pip install -e
+".[cuda]"`): FlashAttention-4, windows native, as a torch custom op (fake and autograd registered), so
+torch.compile traces through it with no graph break. Else, inside torch.compile on CUDA: FlexAttention block masks
+for windows (fully masked tiles skipped; at T >= 2048 in query chunks whose leading causal chunk runs on cuDNN) and
+cuDNN SDPA for full-causal layers. Eager (CPU, MPS, parity): SDPA with a boolean window mask. `describe()` names the
+path; the training log prints it once.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+
 import torch
 import torch.nn.functional as F
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+
+FA4_ENV = "AUTORESEARCH_FA4"  # 0: never use FlashAttention-4 (an A/B, or a kernel bug to route around)
 
 # Compiled CUDA: windowed layers attend in query chunks as long as half the context (+1.2% tokens/s on two H100
 # leases at T 2048, for 1.5 GB of peak that relu^2's saving paid for).
@@ -30,9 +38,102 @@ def _flex(device: torch.device) -> bool:
     return device.type == "cuda" and torch.compiler.is_compiling()
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# FlashAttention-4 (CuTe DSL; Hopper and Blackwell), as custom ops: torch.compile sees a fake, never the DSL's Python
+
+
+@functools.cache
+def fa4_version(device_index: int = 0) -> str | None:
+    """flash-attn-4's version where it is installed and this GPU runs it (compute capability 9.x or 10.x), else None."""
+    if os.environ.get(FA4_ENV) == "0" or not torch.cuda.is_available():
+        return None
+    if torch.cuda.get_device_capability(device_index)[0] not in (9, 10):
+        return None
+    try:
+        from importlib.metadata import version
+
+        import flash_attn.cute.interface  # noqa: F401
+
+        return version("flash-attn-4")
+    except Exception:  # not installed, or its CuTe DSL does not load with this CUDA
+        return None
+
+
+def _fa4_window(window: int) -> int | None:
+    return None if window < 0 else window
+
+
+@torch.library.custom_op("autoresearch::fa4_fwd", mutates_args=(), device_types="cuda")
+def fa4_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal attention over keys i-window..i (window -1: all earlier keys), q, k, v: (B, T, H, D). Returns the
+    output and the log-sum-exp per (B, H, T) row, which the backward needs."""
+    from flash_attn.cute.interface import _flash_attn_fwd
+
+    out, lse, *_ = _flash_attn_fwd(q, k, v, causal=True, window_size_left=_fa4_window(window), return_lse=True)
+    return out, lse
+
+
+@fa4_fwd.register_fake
+def _fa4_fwd_fake(q, k, v, window):
+    B, T, H, _ = q.shape
+    return torch.empty_like(q), q.new_empty((B, H, T), dtype=torch.float32)
+
+
+@torch.library.custom_op("autoresearch::fa4_bwd", mutates_args=(), device_types="cuda")
+def fa4_bwd(
+    dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+    window: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    from flash_attn.cute.interface import _flash_attn_bwd
+
+    dq, dk, dv = _flash_attn_bwd(q, k, v, out, dout, lse, causal=True, window_size_left=_fa4_window(window))[:3]
+    return dq, dk, dv
+
+
+@fa4_bwd.register_fake
+def _fa4_bwd_fake(dout, q, k, v, out, lse, window):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _fa4_setup(ctx, inputs, output):
+    q, k, v, window = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse)
+    ctx.window = window
+
+
+def _fa4_backward(ctx, dout, dlse):
+    q, k, v, out, lse = ctx.saved_tensors
+    dq, dk, dv = fa4_bwd(dout.contiguous(), q, k, v, out, lse, ctx.window)
+    return dq, dk, dv, None
+
+
+fa4_fwd.register_autograd(_fa4_backward, setup_context=_fa4_setup)
+
+
+def _fa4_attention(q, k, v, window):
+    # (B, H, T, D) in and out, as the twin holds them; FlashAttention's layout is (B, T, H, D).
+    window = -1 if window >= q.size(2) - 1 else window
+    out, _ = fa4_fwd(*(t.transpose(1, 2) for t in (q, k, v)), window)
+    return out.transpose(1, 2)
+
+
+def describe(device: torch.device) -> str:
+    """Which attention kernels run on this device, in one line for the training log."""
+    if device.type == "cuda":
+        fa4 = fa4_version(device.index or 0)
+        if fa4:
+            return f"attention: FlashAttention-4 {fa4} (causal and windowed layers)"
+        return ('attention: cuDNN SDPA (causal) + FlexAttention (windows); FlashAttention-4 would be faster on '
+                'Hopper: pip install -e ".[cuda]"')  # fmt: skip
+    return "attention: SDPA with a boolean window mask"
+
+
 def prepare_attention(seq_len: int, windows, device: torch.device, flex: bool) -> None:
     """Build the masks of these windows at this length now, outside the compiled graph (flex: FlexAttention's
-    block masks, for a model that runs under torch.compile on CUDA)."""
+    block masks, for a model that runs under torch.compile on CUDA). Nothing to build where FlashAttention-4 runs."""
+    if device.type == "cuda" and fa4_version(device.index or 0):
+        return
     for w in set(windows):
         if w < seq_len - 1:
             key = (seq_len, w, str(device), flex)
@@ -80,6 +181,8 @@ def attention(q, k, v, window: int, fused: bool = True):
     T = q.size(2)
     if not fused:
         return attention_reference(q, k, v, window)
+    if q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and fa4_version(q.device.index or 0):
+        return _fa4_attention(q, k, v, window)
     if window >= T - 1:
         return _attend(q, k, v, None)
     flex = _flex(q.device)
