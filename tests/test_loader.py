@@ -1,3 +1,4 @@
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,17 @@ def test_long_documents_are_continued_in_order(tmp_path):
     np.testing.assert_array_equal(rows[:, 1:].reshape(-1), doc[:256])  # in order, split only at row ends
 
 
+def test_each_epoch_draws_a_new_order_of_every_document(tmp_path):
+    # Documents of exactly T tokens fill a row each, so with a pool of one the rows show the draw order.
+    T = 8
+    docs = [np.full(T, i + 1, np.uint16) for i in range(20)]
+    write_shard(tmp_path / "a.bin", docs, 1000, SHA)
+    p = Packer(DocumentIndex([read_shard(tmp_path / "a.bin")]), T, BOS, seed=4, pool_size=1, max_passes=3)
+    order = p.rows(100)[:, 1].reshape(3, 20)  # three passes, then the split runs out
+    assert all(sorted(epoch) == list(range(1, 21)) for epoch in order.tolist())  # each a permutation
+    assert len({tuple(epoch) for epoch in order.tolist()}) == 3  # and a different one every epoch
+
+
 def test_deterministic_for_a_seed(tmp_path):
     shards, _ = make_shards(tmp_path)
     a = Packer(DocumentIndex(shards), 32, BOS, seed=1).rows(50)
@@ -99,5 +111,9 @@ def test_prefetch_surfaces_errors():
 
     it = Prefetcher(bad())
     assert next(it) == 1
-    with pytest.raises(RuntimeError, match="loader broke"):
-        next(it)
+    # From a helper thread, so a swallowed error fails the test instead of blocking it forever.
+    got = []
+    reader = threading.Thread(target=lambda: got.append(pytest.raises(RuntimeError, next, it)), daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    assert got and got[0].match("loader broke"), "the consumer never saw the loader's error"

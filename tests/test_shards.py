@@ -31,6 +31,8 @@ def test_other_tokenizer(tmp_path):
         read_shard(p, "cd" * 32)
     with pytest.raises(ShardError, match="vocab 512"):
         read_shard(p, SHA, 1024)
+    with pytest.raises(ShardError, match="vocab 512"):  # larger than the tokenizer's: ids out of its range
+        read_shard(p, SHA, 256)
 
 
 def test_missing_and_garbage(tmp_path):
@@ -40,3 +42,31 @@ def test_missing_and_garbage(tmp_path):
     g.write_bytes(b"x" * (HEADER.size + 10))
     with pytest.raises(ShardError, match="bad magic"):
         read_shard(g)
+
+
+@pytest.mark.parametrize("offsets", [[0, 7, 3, 10], [1, 3, 7, 10]], ids=["decreasing", "first-not-zero"])
+def test_corrupt_offsets(tmp_path, offsets):
+    # Right size, right header, offsets that cannot be a document table: caught before any token is read.
+    p = tmp_path / "s.bin"
+    write_shard(p, [np.arange(3), np.arange(4), np.arange(3)], 512, SHA)
+    raw = bytearray(p.read_bytes())
+    raw[HEADER.size : HEADER.size + 32] = np.array(offsets, "<i8").tobytes()
+    p.write_bytes(bytes(raw))
+    with pytest.raises(ShardError, match=r"s\.bin has corrupt document offsets"):
+        read_shard(p, SHA)
+
+
+def test_a_failed_write_leaves_the_old_shard_whole(tmp_path, monkeypatch):
+    from common import shards
+
+    p = tmp_path / "s.bin"
+    write_shard(p, [np.arange(10)], 512, SHA)
+    before = p.read_bytes()
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shards.os, "fsync", disk_full)  # fails after the bytes are written, before the rename
+    with pytest.raises(OSError, match="No space"):
+        write_shard(p, [np.arange(500)], 512, SHA)
+    assert p.read_bytes() == before
