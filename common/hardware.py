@@ -1,7 +1,9 @@
 """What can train here: the logic behind `autoresearch check-hardware`.
 
 probe() looks at the machine (OS, CPU or Apple chip, memory, NVIDIA GPUs) and at each backend (MLX, torch CUDA,
-torch MPS, CPU), then recommends a backend and a profile with a one-line reason. It imports torch and mlx inside
+torch MPS, CPU), then recommends a backend and a profile with a one-line reason; on a GPU the profile is the
+tier that its memory picks (the GPU's, or on Apple Silicon the share of unified memory MLX may use) and whose
+estimated peak fits it (common/profiles.py pick_tier, common/memory.py). It imports torch and mlx inside
 functions, never at module top, and survives either being missing or broken: the error goes into that backend's
 `detail` instead of a traceback. Where only the CPU can train and both frameworks run, it times the model's matmuls
 in each (once per machine, cached in $AUTORESEARCH_HOME) and recommends the faster; advice() lists what would make
@@ -23,7 +25,8 @@ import subprocess
 import sys
 import time
 
-H100_MIN_GB = 70.0  # an 80 GB card reports ~79 GiB; a 40/48 GB card is a "laptop"-tier GPU for our profiles
+from common.profiles import APPLE_WORKING_SET, pick_tier
+
 OPENBLAS_ENV = "AUTORESEARCH_OPENBLAS"  # the OpenBLAS that MLX gets preloaded (tests: a missing file)
 OPENBLAS_FIX = "sudo apt-get install libopenblas0-pthread"
 SPEED_FILE = "cpu_speed.json"  # in $AUTORESEARCH_HOME: the last 8 timings, keyed by what they depend on
@@ -95,6 +98,7 @@ def _probe_mlx() -> dict:
             "detail": f"mlx {mx.__version__}: {where}",
             "metal": metal,
             "cuda": cuda,
+            "working_set_gb": _working_set_gb(mx) if metal else None,
         }
     except Exception as e:  # ImportError, or a broken build failing anywhere above
         return {
@@ -104,6 +108,18 @@ def _probe_mlx() -> dict:
             "metal": False,
             "cuda": False,
         }
+
+
+def _working_set_gb(mx) -> float | None:
+    """The unified memory Metal recommends MLX keep resident (max_recommended_working_set_size), in GiB."""
+    for info in (getattr(mx, "device_info", None), getattr(mx.metal, "device_info", None)):
+        try:
+            size = info and dict(info()).get("max_recommended_working_set_size")
+        except (AttributeError, RuntimeError, TypeError):
+            size = None
+        if size:
+            return round(int(size) / 2**30, 1)
+    return None
 
 
 def _probe_torch() -> dict:
@@ -182,6 +198,15 @@ def openblas_path() -> str:
     """Debian's OpenBLAS, which the harness preloads for MLX's Linux CPU build ($AUTORESEARCH_OPENBLAS overrides)."""
     default = f"/usr/lib/{platform.machine()}-linux-gnu/openblas-pthread/libblas.so.3"
     return os.environ.get(OPENBLAS_ENV) or default
+
+
+def _has_module(name: str) -> bool:
+    from importlib.util import find_spec
+
+    try:
+        return find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _installed(dist: str) -> bool:
@@ -348,37 +373,62 @@ def backend_problem(backend: str) -> str | None:
         return f"torch unusable: {type(e).__name__}: {e}"
 
 
+def gpu_memory(info: dict) -> dict | None:
+    """The memory that picks a GPU tier, and where it comes from: the largest NVIDIA GPU's (torch or nvidia-smi), or
+    on Apple Silicon the share of unified memory MLX may use (Metal's recommended working set, else 75% of RAM)."""
+    unified = [g for g in info["gpus"] if "unified memory" in g["name"]]
+    if unified or (info["platform"] == "Darwin" and info["machine"] == "arm64"):
+        ws = unified and unified[0].get("working_set_gb")
+        if ws:
+            return {"hardware": "apple", "gib": ws, "source": "Metal's recommended working set (MLX)"}
+        ram = info.get("memory_gb") or 0.0
+        return {
+            "hardware": "apple",
+            "gib": round(APPLE_WORKING_SET * ram, 1),
+            "source": f"{APPLE_WORKING_SET:.0%} of {ram:g} GiB RAM",
+        }
+    if info["gpus"]:
+        big = max(info["gpus"], key=lambda g: g["memory_gb"] or 0.0)
+        return {"hardware": "nvidia", "gib": big["memory_gb"] or 0.0, "source": "the GPU's memory"}
+    return None
+
+
+def choose_profile(info: dict, backend: str) -> dict:
+    """{profile, reason, memory} for a GPU backend (cuda, mlx on a GPU, mps): the largest tier that this machine's
+    memory reaches and whose estimated peak fits it, for the twin that will run (common.profiles.pick_tier)."""
+    mem = gpu_memory(info) or {"hardware": "nvidia", "gib": 0.0, "source": "no GPU memory reported"}
+    apple = mem["hardware"] == "apple"
+    twin = "torch" if backend in ("cuda", "mps") else "mlx"
+    device = "metal" if apple and twin == "mlx" else backend if twin == "torch" else "cuda"
+    compiled = backend == "cuda" and bool(info.get("triton", True))
+    profile, why = pick_tier(mem["hardware"], mem["gib"], twin, device, compiled)
+    if backend == "cuda" and not compiled:
+        why += "; no Triton (e.g. Windows): the torch twin runs uncompiled"
+    memory = {**mem, "tier": profile.name, "twin": twin, "device": device, "compiled": compiled}
+    return {"profile": profile.name, "reason": f"{mem['source']}: {why}", "memory": memory}
+
+
 def recommend(info: dict) -> dict:
-    """The backend and profile to use by default here, and why (DESIGN.md: `auto`)."""
+    """The backend and profile to use by default here, and why (DESIGN.md: `auto`). On a GPU the profile is the
+    tier its memory picks, and `memory` says from what."""
     b = info["backends"]
     apple = info["platform"] == "Darwin" and info["machine"] == "arm64"
     if b["mlx"]["available"] and b["mlx"].get("metal"):
-        return {
-            "backend": "mlx",
-            "profile": "laptop",
-            "reason": f"Apple Silicon ({info['chip']}) with MLX on Metal",
-        }
-    big = max((g["memory_gb"] or 0.0 for g in info["gpus"]), default=0.0)
-    profile = "h100" if big >= H100_MIN_GB else "laptop"
-    size = f"{big:.0f} GiB {'>=' if profile == 'h100' else '<'} {H100_MIN_GB:.0f}"
+        tier = choose_profile(info, "mlx")
+        reason = f"Apple Silicon ({info['chip']}) with MLX on Metal; {tier['reason']}"
+        return {"backend": "mlx", "profile": tier["profile"], "reason": reason, "memory": tier["memory"]}
     if b["cuda"]["available"]:
-        return {
-            "backend": "cuda",
-            "profile": profile,
-            "reason": f"NVIDIA GPU {info['gpus'][0]['name']} ({size} GiB)",
-        }
+        tier = choose_profile(info, "cuda")
+        reason = f"NVIDIA GPU {info['gpus'][0]['name']}; {tier['reason']}"
+        return {"backend": "cuda", "profile": tier["profile"], "reason": reason, "memory": tier["memory"]}
     if b["mlx"]["available"] and b["mlx"].get("cuda"):
-        return {
-            "backend": "mlx",
-            "profile": profile,
-            "reason": f"MLX on a CUDA GPU ({size} GiB; torch sees no GPU)",
-        }
+        tier = choose_profile(info, "mlx")
+        reason = f"MLX on a CUDA GPU (torch sees no GPU); {tier['reason']}"
+        return {"backend": "mlx", "profile": tier["profile"], "reason": reason, "memory": tier["memory"]}
     if apple and b["mps"]["available"]:
-        return {
-            "backend": "mps",
-            "profile": "laptop",
-            "reason": f"Apple Silicon ({info['chip']}) via torch MPS: MLX is not usable",
-        }
+        tier = choose_profile(info, "mps")
+        reason = f"Apple Silicon ({info['chip']}) via torch MPS: MLX is not usable; {tier['reason']}"
+        return {"backend": "mps", "profile": tier["profile"], "reason": reason, "memory": tier["memory"]}
     gpu_note = (
         "; an NVIDIA GPU is present but torch has no CUDA: install a CUDA build of torch"
         if info["gpus"]
@@ -415,10 +465,11 @@ def recommend(info: dict) -> dict:
 
 
 def probe(measure: bool = True) -> dict:
-    """JSON-able: {platform, machine, python, cpu_count, memory_gb, chip, gpus: [{name, memory_gb}], cuda_version,
-    torch_version, backends: {mlx, cuda, mps, cpu: {available, device, detail}}, cpu_speed (where only the CPU can
-    train and both frameworks run, unless measure=False; else null), recommended: {backend, profile, reason},
-    ready}."""
+    """JSON-able: {platform, machine, python, cpu_count, memory_gb, chip, gpus: [{name, memory_gb (GiB; on Apple
+    also working_set_gb)}], cuda_version, torch_version, triton, backends: {mlx, cuda, mps, cpu: {available, device,
+    detail}}, cpu_speed (where only the CPU can train and both frameworks run, unless measure=False; else null),
+    recommended: {backend, profile, reason, memory (on a GPU: {hardware, gib, source, tier, twin, device,
+    compiled})}, ready}."""
     info = _system()
     mlx = _probe_mlx()
     tor = _probe_torch()
@@ -428,7 +479,13 @@ def probe(measure: bool = True) -> dict:
         if smi:
             gpus, cuda_version = smi["gpus"], cuda_version or smi["cuda_version"]
     if mlx.get("metal") and not gpus:
-        gpus = [{"name": f"{info['chip']} GPU (unified memory)", "memory_gb": info["memory_gb"]}]
+        gpus = [
+            {
+                "name": f"{info['chip']} GPU (unified memory)",
+                "memory_gb": info["memory_gb"],
+                "working_set_gb": mlx.get("working_set_gb"),
+            }
+        ]
     on_cpu = [f"torch {tor['version']}"] if tor["version"] else []
     on_cpu += [mlx["detail"].split(":")[0]] if mlx["available"] else []
     cpu = {
@@ -447,6 +504,7 @@ def probe(measure: bool = True) -> dict:
         },
     )
     info["torch_version"] = tor["version"]
+    info["triton"] = _has_module("triton")  # torch.compile's: without it (e.g. Windows) the twin runs eager
     info["cpu_speed"] = None
     cpu_only = not (
         tor["cuda"]["available"] or mlx.get("metal") or mlx.get("cuda") or tor["mps"]["available"]

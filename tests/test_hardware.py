@@ -19,7 +19,15 @@ def _off(detail: str = "absent") -> dict:
 
 
 def _simulate(
-    monkeypatch, *, system="Linux", machine="x86_64", chip="Some CPU", mlx=None, torch=None, smi=None
+    monkeypatch,
+    *,
+    system="Linux",
+    machine="x86_64",
+    chip="Some CPU",
+    mlx=None,
+    torch=None,
+    smi=None,
+    triton=True,
 ):
     monkeypatch.setattr(
         hardware,
@@ -39,6 +47,7 @@ def _simulate(
     monkeypatch.setattr(hardware, "_probe_torch", lambda: torch)
     monkeypatch.setattr(hardware, "_probe_nvidia_smi", lambda: smi)
     monkeypatch.setattr(hardware, "cpu_speed", lambda *a: None)  # no timing of this machine's CPU
+    monkeypatch.setattr(hardware, "_has_module", lambda name: triton)
     info = hardware.probe()
     assert json.loads(json.dumps(info)) == info
     _check_summary(info)
@@ -111,14 +120,19 @@ def test_apple_silicon_with_mlx_metal(monkeypatch):
         torch=_torch(mps=True),
     )
     assert info["ready"]
-    assert info["recommended"]["backend"] == "mlx" and info["recommended"]["profile"] == "laptop"
+    # 32 GB of RAM, no working set from MLX (a simulated one): 75% of it picks the 32 GB tier
+    assert info["recommended"]["backend"] == "mlx" and info["recommended"]["profile"] == "mac32"
+    assert info["recommended"]["memory"]["source"] == "75% of 32 GiB RAM"
     assert info["backends"]["mlx"]["device"] == "gpu"
     assert "Apple M3 Pro" in info["gpus"][0]["name"]
 
 
 def test_apple_silicon_without_mlx_uses_mps(monkeypatch):
     info = _simulate(monkeypatch, system="Darwin", machine="arm64", chip="Apple M1", torch=_torch(mps=True))
-    assert info["recommended"]["backend"] == "mps" and info["recommended"]["profile"] == "laptop"
+    assert info["recommended"]["backend"] == "mps" and info["recommended"]["profile"] == "mac32"
+    assert (
+        info["recommended"]["memory"]["twin"] == "torch" and "torch mps peak" in info["recommended"]["reason"]
+    )
 
 
 def test_nvidia_big_gpu(monkeypatch):
@@ -132,7 +146,7 @@ def test_nvidia_big_gpu(monkeypatch):
 
 def test_nvidia_small_gpu(monkeypatch):
     info = _simulate(monkeypatch, torch=_torch(gpus=[{"name": "NVIDIA GeForce RTX 4090", "memory_gb": 23.6}]))
-    assert info["recommended"]["backend"] == "cuda" and info["recommended"]["profile"] == "laptop"
+    assert info["recommended"]["backend"] == "cuda" and info["recommended"]["profile"] == "gpu24"
 
 
 def test_cpu_only(monkeypatch):
@@ -182,6 +196,8 @@ def test_real_probe_on_this_machine():
     assert json.loads(json.dumps(info)) == info
     assert info["backends"]["mlx"]["available"] and info["backends"]["cpu"]["available"]
     assert info["ready"] and info["recommended"]["backend"] in ("mlx", "cuda", "mps", "cpu")
-    assert info["recommended"]["profile"] in ("h100", "laptop", "cpu", "ci")
+    from common.profiles import PROFILES
+
+    assert info["recommended"]["profile"] in PROFILES
     assert info["cpu_count"] >= 1 and info["chip"]
     print("\n" + _check_summary(info))
