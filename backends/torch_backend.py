@@ -28,6 +28,7 @@ from common.weights import check_weights
 
 ENV = "AUTORESEARCH_BACKEND"
 CHOICES = ("cuda", "mps", "cpu")
+MEMORY_CAP_ENV = "AUTORESEARCH_MEMORY_CAP_GB"  # GiB: the CUDA allocator capped like a smaller card
 
 
 @dataclass(frozen=True)
@@ -116,14 +117,46 @@ def autocast():
 
 
 def setup() -> None:
-    """Process-wide settings: TF32 for the few float32 matmuls left under autocast. Prints which attention kernels
-    will run (backends/torch_kernels.py)."""
+    """Process-wide settings: TF32 for the few float32 matmuls left under autocast, and $AUTORESEARCH_MEMORY_CAP_GB's
+    cap on the CUDA allocator. Prints which attention kernels will run (backends/torch_kernels.py)."""
     from backends.torch_kernels import describe
 
     if detect().type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    cap = apply_memory_cap()
+    if cap:
+        print(cap, flush=True)
     print(describe(detect().device), flush=True)
+
+
+def memory_cap_gib() -> float | None:
+    """$AUTORESEARCH_MEMORY_CAP_GB as a number of GiB, None where it is unset; a value that is not a positive number
+    fails loudly (a mistyped cap must not prove anything)."""
+    value = os.environ.get(MEMORY_CAP_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        cap = float(value)
+    except ValueError:
+        cap = float("nan")
+    if not (cap > 0 and cap != float("inf")):
+        raise ValueError(f"${MEMORY_CAP_ENV}={value!r} must be a positive number of GiB (e.g. 24), or unset")
+    return cap
+
+
+def apply_memory_cap() -> str:
+    """Cap this process's CUDA allocator at $AUTORESEARCH_MEMORY_CAP_GB (torch's per-process memory fraction), so a
+    big card runs out of memory where a card of that size would. Returns what it did, in a line ("" if unset)."""
+    cap = memory_cap_gib()
+    if cap is None:
+        return ""
+    if detect().type != "cuda":
+        return f"memory cap {cap:g} GiB: not applied ({detect().type} has no allocator cap)"
+    total = torch.cuda.get_device_properties(0).total_memory
+    fraction = min(1.0, cap * 2**30 / total)
+    torch.cuda.set_per_process_memory_fraction(fraction, 0)
+    return f"memory cap {cap:g} GiB: {fraction:.4f} of the GPU's {total / 2**30:.1f} GiB (${MEMORY_CAP_ENV})"
 
 
 def sdpa_backends():
