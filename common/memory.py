@@ -12,9 +12,10 @@ each twin keeps and calibrated on the peaks measured in benchmarks/RESULTS.md (e
 The twins' model shape is their committed default (ASPECT_RATIO 64, HEAD_DIM 128, WINDOW_PATTERN SSSL, vocab 8192):
 an agent who widens the model changes the memory, and the profile's fit says nothing about that.
 
-Margins (how far a measured peak may sit from the estimate): MARGIN["torch"] for the compiled torch twin on CUDA, the
-path measured at three shapes and code versions within 1%; MARGIN["mlx"] for MLX, fitted on two runs; the paths
-no card has measured (eager torch, Metal's attention) carry MARGIN["uncalibrated"]. Pure Python: no torch or mlx.
+Margins (how far a measured peak may sit from the estimate): MARGIN["torch"] for the compiled torch twin on CUDA,
+whose count lands within 1% of the h100 shape's measured peak; MARGIN["mlx"] for MLX, whose head/layer split is a
+count fitted to two runs; the paths no card has measured (torch uncompiled, MLX's attention backward on Metal, torch
+on MPS) carry MARGIN["uncalibrated"]. Pure Python: no torch or mlx.
 """
 
 from __future__ import annotations

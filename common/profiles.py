@@ -3,7 +3,12 @@
 A profile fixes what makes two results comparable (time budget, context length, eval tokens) plus the default model
 size and batch for that tier. A research branch pins one profile; every result records it; results from different
 profiles are never compared. Chosen by `--profile NAME`, else `AUTORESEARCH_PROFILE`, else check-hardware's
-recommendation.
+recommendation: pick_tier() takes the largest tier (TIERS: NVIDIA GPUs, Apple Silicon) that the machine's memory
+reaches and whose estimated peak (common/memory.py) fits it.
+
+    get_profile("gpu24")                   # a tier
+    get_profile("h100@T1024@120s")         # with overrides: each makes another experiment, under its own name
+    pick_tier("nvidia", 23.6)              # (gpu24's Profile, why)
 """
 
 from __future__ import annotations
