@@ -18,7 +18,6 @@ path; the training log prints it once.
 
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
@@ -42,9 +41,19 @@ def _flex(device: torch.device) -> bool:
 # FlashAttention-4 (CuTe DSL; Hopper and Blackwell), as custom ops: torch.compile sees a fake, never the DSL's Python
 
 
-@functools.cache
+_fa4: dict[int, str | None] = {}  # device index -> flash-attn-4's version, or None; filled outside any trace
+
+
 def fa4_version(device_index: int = 0) -> str | None:
-    """flash-attn-4's version where it is installed and this GPU runs it (compute capability 9.x or 10.x), else None."""
+    """flash-attn-4's version where it is installed and this GPU runs it (compute capability 9.x or 10.x), else None.
+    Resolved once per device, eagerly (describe() and prepare_attention() call it before compile): attention() only
+    reads the answer, since an import or a metadata lookup inside torch.compile's trace breaks the graph."""
+    if device_index not in _fa4:
+        _fa4[device_index] = _find_fa4(device_index)
+    return _fa4[device_index]
+
+
+def _find_fa4(device_index: int) -> str | None:
     if os.environ.get(FA4_ENV) == "0" or not torch.cuda.is_available():
         return None
     if torch.cuda.get_device_capability(device_index)[0] not in (9, 10):
@@ -70,13 +79,14 @@ def fa4_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int) -> t
     from flash_attn.cute.interface import _flash_attn_fwd
 
     out, lse, *_ = _flash_attn_fwd(q, k, v, causal=True, window_size_left=_fa4_window(window), return_lse=True)
-    return out, lse
+    return out.contiguous(), lse.contiguous()
 
 
+# The fakes promise contiguous outputs, as the kernels make them: Inductor checks the real strides against these.
 @fa4_fwd.register_fake
 def _fa4_fwd_fake(q, k, v, window):
     B, T, H, _ = q.shape
-    return torch.empty_like(q), q.new_empty((B, H, T), dtype=torch.float32)
+    return q.new_empty(q.shape), q.new_empty((B, H, T), dtype=torch.float32)
 
 
 @torch.library.custom_op("autoresearch::fa4_bwd", mutates_args=(), device_types="cuda")
@@ -87,12 +97,12 @@ def fa4_bwd(
     from flash_attn.cute.interface import _flash_attn_bwd
 
     dq, dk, dv = _flash_attn_bwd(q, k, v, out, dout, lse, causal=True, window_size_left=_fa4_window(window))[:3]
-    return dq, dk, dv
+    return dq.contiguous(), dk.contiguous(), dv.contiguous()
 
 
 @fa4_bwd.register_fake
 def _fa4_bwd_fake(dout, q, k, v, out, lse, window):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 def _fa4_setup(ctx, inputs, output):
@@ -181,7 +191,7 @@ def attention(q, k, v, window: int, fused: bool = True):
     T = q.size(2)
     if not fused:
         return attention_reference(q, k, v, window)
-    if q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and fa4_version(q.device.index or 0):
+    if q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and _fa4.get(q.device.index or 0):
         return _fa4_attention(q, k, v, window)
     if window >= T - 1:
         return _attend(q, k, v, None)
