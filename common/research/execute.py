@@ -1,8 +1,9 @@
 """One run: one script's content, one seed, one profile, run as a subprocess with a hard timeout, judged as
 `ok`, `crash` or `violation` and returned as a run record for the ledger.
 
-This is the unit a worker executes: a local subprocess today, a Ray task on another machine later. It needs the
-script's text (not a checkout), writes the full log to a file and returns the parsed summary with the log's tail.
+This is the unit a worker executes (workers.py: a local worker process, or a Ray task on another machine). It needs
+the script's text (not a checkout), writes the full log to a file and returns the parsed summary with the log's
+tail.
 """
 
 from __future__ import annotations
@@ -86,6 +87,36 @@ def execute(
         "summary": summary,
         **meta,
         "log_tail": "" if status == "ok" else "\n".join(log_text.splitlines()[-40:]),
+    }
+
+
+def lost_run(spec: RunSpec, reason: str, log_path: Path, t0: float | None = None) -> dict:
+    """The record of a run that gave no result of its own: its worker died, or refused it. A `crash` with the
+    reason, shaped as execute()'s, and marked `lost` so that the run cache never keeps it (a rerun may succeed).
+    The reason goes at the end of the log (created if the run wrote none), so every run has one."""
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as log:
+        log.write(f"\nautoresearch: {reason}\n")
+    text = log_path.read_text(errors="replace")
+    t0 = t0 or time.time()
+    return {
+        "key": run_key(spec),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
+        **{k: v for k, v in asdict(spec).items() if k != "script_text"},
+        "script_sha256": spec.script_sha256,
+        "status": "crash",
+        "reason": reason,
+        "val_bpb": None,
+        "memory_gb": 0.0,
+        "device": None,
+        "summary": {},
+        "exit_code": None,
+        "timed_out": False,
+        "wall_seconds": round(time.time() - t0, 2),
+        "log": str(log_path),
+        "log_tail": "\n".join(text.splitlines()[-40:]),
+        "lost": True,
     }
 
 

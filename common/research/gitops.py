@@ -7,6 +7,9 @@ A harness commit carries the trailer `Autoresearch-Experiment: <id>`: that is ho
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import git
@@ -173,3 +176,54 @@ class Ratchet:
 
     def fixed_files_touched(self, paths: set[str]) -> list[str]:
         return sorted(p for p in paths if os.path.normpath(p) != os.path.normpath(self.script))
+
+    # -- several experiments at once (driver.py) -----------------------------------------------------------------
+
+    def fast_forward(self, commit: str) -> None:
+        """Advance the checked-out branch to `commit`, a descendant of HEAD (a kept candidate built on the best)."""
+        head = self.head()
+        if head == commit:
+            return
+        if not self.is_ancestor(head, commit):
+            raise GitError(
+                f"HEAD {head[:7]} is not an ancestor of the kept commit {commit[:7]}: the branch was moved by hand; "
+                f"check it out at the recorded best (git reset --hard <best>) and rerun"
+            )
+        self.clear_stale_lock()
+        self.repo.git.reset("-q", "--hard", commit)
+
+    def worktree(self, path: Path, commit: str) -> Ratchet:
+        """A detached checkout of `commit` at `path` (created, or reused and cleaned): where one agent works."""
+        path = Path(path)
+        if not (path / ".git").exists():
+            self.repo.git.worktree("prune")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.repo.git.worktree("add", "-q", "--detach", str(path), commit)
+        wt = Ratchet(path, self.script)
+        wt.clear_stale_lock()
+        wt.repo.git.checkout("-q", "--detach", "-f", commit)
+        wt.repo.git.clean("-fdq")
+        return wt
+
+    def remove_worktree(self, path: Path) -> None:
+        if (Path(path) / ".git").exists():
+            self.repo.git.worktree("remove", "--force", str(path))
+        elif Path(path).is_dir():
+            shutil.rmtree(path)  # a worktree git already forgot: only files are left
+        self.repo.git.worktree("prune")
+
+
+def merge_text(base: str, ours: str, theirs: str) -> tuple[str, int]:
+    """Three-way merge of one file's text (git merge-file): (merged text, number of conflicting hunks). `theirs`'
+    change from `base` is applied on top of `ours`."""
+    with tempfile.TemporaryDirectory(prefix="autoresearch-merge-") as d:
+        paths = []
+        for name, text in (("best", ours), ("parent", base), ("candidate", theirs)):
+            path = Path(d) / name
+            path.write_bytes(text.encode())
+            paths.append(str(path))
+        labels = ["-L", "best", "-L", "parent", "-L", "candidate"]
+        out = subprocess.run(["git", "merge-file", "-p", *labels, *paths], capture_output=True)
+    if not 0 <= out.returncode < 128:
+        raise GitError(f"git merge-file failed: {out.stderr.decode(errors='replace').strip()}")
+    return out.stdout.decode(), out.returncode

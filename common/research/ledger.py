@@ -135,5 +135,5 @@ class Ledger:
         append_jsonl(self.runs_path, run)
         self._runs[run["key"]] = run
 
-    def log_path(self, experiment_id: int, seed: int) -> Path:
-        return self.dir / "logs" / f"{experiment_id:04d}-seed{seed}.log"
+    def log_path(self, experiment_id: int, seed: int, suffix: str = "") -> Path:
+        return self.dir / "logs" / f"{experiment_id:04d}-seed{seed}{suffix}.log"

@@ -211,6 +211,10 @@ class Session:
             f"profile {self.profile.name}, timeout {self.timeout:.0f}s per run); results in {self.results_dir}"
         )
         runs = [self._run(exp_id, commit, text, seed, "baseline") for seed in self.seeds]
+        return self.record_baseline(commit, runs)
+
+    def record_baseline(self, commit: str, runs: list[dict]) -> dict:
+        """Record the baseline from its runs (one per seed): its value, and the seed spread every decision uses."""
         bad = [r for r in runs if r["status"] != "ok"]
         common = dict(
             commit=commit, parent=None, baseline=True, seeds=self.seeds, script_sha256=runs[0]["script_sha256"],
@@ -289,23 +293,26 @@ class Session:
             f"{best['commit'][:7]}) or use `autoresearch run` to judge it"
         )
 
-    def _undo(self, best: str, new_untracked: set[str], exp_id: int, why: str) -> str | None:
+    def _undo(
+        self, best: str, new_untracked: set[str], exp_id: int, why: str, ratchet: Ratchet | None = None
+    ) -> str | None:
         """Hard reset to the best, after saving what is undone (the diff and new files) under undone/<id>/: a
-        violation is reverted, never lost."""
-        changed = self.ratchet.tracked_changes() | new_untracked
+        violation is reverted, never lost. `ratchet`: another checkout than the branch's (an agent's worktree)."""
+        ratchet = ratchet or self.ratchet
+        changed = ratchet.tracked_changes() | new_untracked
         saved = None
         if changed:
             dest = self.results_dir / "undone" / f"{exp_id:04d}"
             dest.mkdir(parents=True, exist_ok=True)
-            (dest / "tracked.patch").write_text(self.ratchet.repo.git.diff("HEAD"))
+            (dest / "tracked.patch").write_text(ratchet.repo.git.diff("HEAD"))
             for p in new_untracked:
-                src = self.root / p
+                src = ratchet.root / p
                 if src.is_file():
                     (dest / p).parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(src, dest / p)
             (dest / "why.txt").write_text(why + "\n")
             saved = str(dest)
-        self.ratchet.reset_to(best, new_untracked)
+        ratchet.reset_to(best, new_untracked)
         return saved
 
     # -- one experiment ------------------------------------------------------------------------------------------
