@@ -495,19 +495,47 @@ def run(tag, backend, profile, steps, seeds, timeout, results_dir, data_dir, des
               help="stop after this many failed agent turns in a row")  # fmt: skip
 @click.option("--agent-timeout", type=click.FloatRange(min=1), default=1800, show_default=True,
               help="seconds per agent turn")  # fmt: skip
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="experiments in flight at once, each with its own agent: one per GPU (cuda) or per CPU share "
+              "(cpu); default 1, or with --ray the cluster's GPUs")  # fmt: skip
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS|auto",
+              help='run the experiments as Ray tasks on that cluster (needs pip install -e ".[ray]")')  # fmt: skip
 @_research_errors
 @_user_errors
 def loop(tag, backend, profile, steps, seeds, timeout, results_dir, data_dir, agent, max_iterations, hours,
-         max_failures, agent_timeout) -> None:  # fmt: skip
-    """Run all night: the agent edits the script, the harness runs, keeps or reverts, and records."""
+         max_failures, agent_timeout, workers, ray_address) -> None:  # fmt: skip
+    """Run all night: the agent edits the script, the harness runs, keeps or reverts, and records.
+
+    With --workers N (or --ray), N agents propose at once, each in its own worktree, and N experiments run at
+    once; one driver keeps one best and one ledger."""
     from common.research.agents import resolve
 
+    if ray_address:
+        from common.research.workers import import_ray
+
+        try:
+            import_ray()
+        except ImportError as e:
+            raise UserError(str(e)) from None
     session = _session(tag, backend, profile, steps, seeds, timeout, results_dir, data_dir)
     session.say(f"loop: branch autoresearch/{session.tag}, agent `{resolve(agent)}`, results in {session.results_dir}")
-    session.loop(
-        resolve(agent), max_iterations=max_iterations, hours=hours, max_failures=max_failures,
-        agent_timeout=agent_timeout,
-    )  # fmt: skip
+    options = dict(max_iterations=max_iterations, hours=hours, max_failures=max_failures, agent_timeout=agent_timeout)
+    from common.research.driver import Driver, has_inflight
+
+    if (workers or 1) == 1 and not ray_address and not has_inflight(session.results_dir):
+        session.loop(resolve(agent), **options)  # one experiment at a time, in this checkout
+        return
+    from common.research.workers import LocalWorkers, RayWorkers
+
+    if ray_address:
+        try:
+            pool = RayWorkers(ray_address, workers, session.backend)
+        except ConnectionError as e:
+            raise UserError(str(e)) from None
+    else:
+        pool = LocalWorkers(workers or 1, session.backend)
+    session.say(f"loop: {pool.note}; agents work in {session.results_dir / 'worktrees'}")
+    Driver(session, pool).loop(resolve(agent), **options)
 
 
 @main.command()

@@ -6,5 +6,7 @@
     decide.py    keep, discard or confirm, against the best and the measured seed spread
     agents.py    the agent command: presets, the prompt, a timeout
     loop.py      `autoresearch run` (one experiment) and `autoresearch loop` (all night)
+    driver.py    `loop --workers N` / `--ray`: N experiments in flight, one best, optimistic concurrency
+    workers.py   where those run: a local process per GPU, or a Ray task; the dataset check, no orphaned runs
     report.py    `autoresearch results`: counts, best vs baseline, kept timeline, plot
 """
