@@ -1,7 +1,8 @@
 """`autoresearch results`: what a research branch found, from its ledger.
 
 Counts by status, the baseline and its seed spread, the best with its gain in units of that spread, the timeline
-of kept changes, the best experiments, the search's own throughput, and upstream's progress plot (every
+of kept changes, the best experiments, the search's own throughput (with several workers, per worker, and the time
+each ran nothing), and upstream's progress plot (every
 experiment's val_bpb and the running best), which needs matplotlib (`pip install -e ".[plot]"`).
 """
 
@@ -60,6 +61,31 @@ def summarize(records: list[dict], top: int = 10, kept_only: bool = False) -> di
             "run_seconds": round(run_seconds, 1),
             "busy_fraction": round(run_seconds / (hours * 3600), 3) if hours > 0 else None,
         }
+        workers = _workers(records, ran, hours)
+        if workers:  # a --workers or --ray loop: its capacity is one run per worker at a time
+            out["search"]["busy_fraction"] = round(run_seconds / (hours * 3600 * len(workers)), 3) if hours > 0 else None
+            out["search"]["idle_seconds"] = round(sum(w["idle_seconds"] for w in workers), 1)
+            out["search"]["workers"] = workers
+    return out
+
+
+def _workers(records: list[dict], ran: list[dict], hours: float) -> list[dict]:
+    """Each worker's share of the search: experiments it judged, per hour, and the time it ran nothing (its agent
+    thinking, or waiting for the driver), from the ledger's `worker` fields."""
+    names = sorted({r["worker"] for r in records if r.get("worker")}
+                   | {run["worker"] for r in ran for run in r["runs"] if run.get("worker")})  # fmt: skip
+    span = hours * 3600
+    out = []
+    for name in names:
+        n = sum(r.get("worker") == name for r in records)
+        busy = sum(run.get("wall_seconds") or 0 for r in ran for run in r["runs"]
+                   if run.get("worker") == name and not run.get("cached"))  # fmt: skip
+        out.append({
+            "worker": name, "experiments": n,
+            "experiments_per_hour": round(n / hours, 2) if hours > 0 else None,
+            "run_seconds": round(busy, 1), "idle_seconds": round(max(0.0, span - busy), 1),
+            "idle_fraction": round(max(0.0, 1 - busy / span), 3) if span > 0 else None,
+        })  # fmt: skip
     return out
 
 
@@ -82,6 +108,11 @@ def format_text(rep: dict) -> str:
             f"search   {s['experiments_per_hour']:.1f} experiments/hour over {s['hours']:.2f} h; training runs busy "
             f"{100 * (s['busy_fraction'] or 0):.0f}% of it"
         )
+        for w in s.get("workers", []):
+            lines.append(
+                f"         {w['worker']}: {w['experiments']} experiments ({w['experiments_per_hour'] or 0:.1f}/hour), "
+                f"idle {100 * (w['idle_fraction'] or 0):.0f}% ({w['idle_seconds']:.0f} s without a run)"
+            )
     if rep["kept"]:
         lines += ["", "kept changes:"]
         for k in rep["kept"]:
