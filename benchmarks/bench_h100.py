@@ -11,7 +11,12 @@ chosen budget, print one table (tokens/s, MFU, peak GB, compile s, startup+compi
 
 A run spec is `[torch:|mlx:]PATTERN[,NAME=VALUE...]`: `SSSL` is train_torch.py as committed, `mlx:SSSL` is
 train_mlx.py (MLX's CUDA build on the path: ../shared/tools/mlx-cuda-stage.sh), `SSSL,DEVICE_BATCH_SIZE=64` a copy
-with that top-level constant replaced. Each runs under AUTORESEARCH_PROFILE=h100 and AUTORESEARCH_TIME_BUDGET. Logs and results.json go to $OUT (or .stage/out).
+with that top-level constant replaced. NAME is any one-line top-level `NAME = ...` of the twin (the hyperparameters:
+DEVICE_BATCH_SIZE, MATRIX_LR, ASPECT_RATIO, HEAD_DIM, DEPTH, COMPILE, ...), or `K.NAME`, a constant of the twin's
+kernels module (backends/*_kernels.py), set in the copy after its import: `SSSL,K.CHUNK_MIN_SEQ_LEN=4096` runs one
+attention call per S layer at T 2048 instead of query chunks (what `WINDOW_CHUNK=0` did when that was a twin
+constant). The step counts (COMPILE_STEPS, CALIBRATION_STEPS) are common/protocol.py's, not a run's. Each runs under
+AUTORESEARCH_PROFILE=h100 and AUTORESEARCH_TIME_BUDGET. Logs and results.json go to $OUT (or .stage/out).
 """
 
 from __future__ import annotations
@@ -77,7 +82,8 @@ def prepare(corpus: Path, data_dir: Path) -> float:
 
 
 def parse_spec(spec: str) -> dict:
-    """A run: `[torch:|mlx:]PATTERN[,NAME=VALUE...]`, e.g. `SSSL`, `mlx:SSSL`, `SSSL,DEVICE_BATCH_SIZE=64`."""
+    """A run: `[torch:|mlx:]PATTERN[,NAME=VALUE...]`, e.g. `SSSL`, `mlx:SSSL`, `SSSL,DEVICE_BATCH_SIZE=64`,
+    `SSSL,K.CHUNK_MIN_SEQ_LEN=4096`."""
     head = spec.split(",", 1)[0]  # the backend prefix can only be before the first override
     backend, rest = spec.split(":", 1) if ":" in head else ("torch", spec)
     if backend not in ("torch", "mlx"):
@@ -88,8 +94,11 @@ def parse_spec(spec: str) -> dict:
     overrides = {}
     for kv in sets:
         name, eq, value = kv.partition("=")
-        if not eq or not re.fullmatch(r"[A-Z_][A-Z0-9_]*", name):
-            raise SystemExit(f"run {spec!r}: overrides are NAME=VALUE with an upper-case constant name")
+        if not eq or not re.fullmatch(r"(K\.)?[A-Z_][A-Z0-9_]*", name):
+            raise SystemExit(
+                f"run {spec!r}: overrides are NAME=VALUE (a twin constant) or K.NAME=VALUE (a kernels constant), "
+                "with an upper-case name"
+            )
         overrides[name] = value
     return dict(
         spec=spec, backend=backend, pattern=pattern, overrides={"WINDOW_PATTERN": f'"{pattern}"', **overrides}
@@ -97,13 +106,26 @@ def parse_spec(spec: str) -> dict:
 
 
 def script_for(run: dict, i: int) -> Path:
-    """A copy of the run's training script with its constants replaced (each a one-line top-level `NAME = ...`)."""
-    src = (ROOT / f"train_{run['backend']}.py").read_text()
+    """A copy of the run's training script with its constants replaced (each a one-line top-level `NAME = ...`),
+    and its kernels module's constants (`K.NAME`) set right after the script imports it as K."""
+    script, kernels = f"train_{run['backend']}.py", f"backends/{run['backend']}_kernels.py"
+    src = (ROOT / script).read_text()
     for name, value in run["overrides"].items():
         line = f"{name} = {value}"
+        if name.startswith("K."):
+            if not re.search(rf"^{name[2:]} = ", (ROOT / kernels).read_text(), flags=re.M):
+                raise SystemExit(f"{kernels} has no top-level `{name[2:]} = ...` constant to set")
+            import_k = r"^from backends import \w+_kernels as K\b.*$"
+            src, n = re.subn(import_k, lambda m, line=line: f"{m.group(0)}\n{line}", src, count=1, flags=re.M)
+            if n != 1:
+                raise SystemExit(f"{script} does not import its kernels as K: cannot set {name}")
+            continue
         src, n = re.subn(rf"^{name} = .*$", lambda m, line=line: line, src, count=1, flags=re.M)
         if n != 1:
-            raise SystemExit(f"train_{run['backend']}.py has no top-level `{name} = ...` line to set")
+            raise SystemExit(
+                f"{script} has no top-level `{name} = ...` line to set (a constant of {kernels} is set as K.NAME, "
+                "e.g. K.CHUNK_MIN_SEQ_LEN)"
+            )
     path = ROOT / ".stage" / f"run{i}_train_{run['backend']}.py"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(src)

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from gpu_profile import bench  # median ms by CUDA events (this script's folder is on sys.path)
+from gpu_profile import bench  # median ms by CUDA events (beside this script; it puts the root on sys.path)
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+from backends import torch_kernels as K
 
 B, H, T, D, W = 128, 4, 2048, 128, 1024
 CONFIGS = {
@@ -57,10 +59,7 @@ def main() -> int:
     dout = torch.randn(B, H, T, D, device="cuda", dtype=torch.bfloat16)
     scale = D**-0.5
 
-    def window(b, h, qi, ki):
-        return (ki <= qi) & (qi - ki <= W)
-
-    mask = create_block_mask(window, None, None, T, T, device="cuda")
+    mask = create_block_mask(K._window_mod(W, 0), None, None, T, T, device="cuda")  # K.attention's window
 
     def fwd_bwd(f):
         def run():

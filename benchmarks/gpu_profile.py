@@ -10,7 +10,7 @@ Prints one table per section; with $OUT set, also writes the profiler's kernel t
 from __future__ import annotations
 
 import argparse
-import math
+import dataclasses
 import os
 import sys
 import time
@@ -26,6 +26,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import train_torch as tt  # noqa: E402
 from backends import torch_backend as tb  # noqa: E402
+from backends import torch_kernels as K  # noqa: E402
 from common.mfu import mfu_percent  # noqa: E402
 
 OUT = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
@@ -104,14 +105,14 @@ def attention_kernels(B=128, H=4, T=2048, D=128):
                 return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
         run(name, f)
-    from torch.nn.attention.flex_attention import create_block_mask
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-    fx = torch.compile(tt.flex_attention, dynamic=False)
+    fx = torch.compile(flex_attention, dynamic=False)
     causal = create_block_mask(lambda b, h, qi, ki: ki <= qi, None, None, T, T, device="cuda")
     run("flex causal", lambda q, k, v: fx(q, k, v, block_mask=causal))
     w = T // 2
     frac = (w * (w + 1) / 2 + (T - w) * (w + 1)) / (T * (T + 1) / 2)  # allowed (q, k) pairs vs causal
-    window = tt.window_mask(T, w, torch.device("cuda"), flex=True)
+    window = create_block_mask(K._window_mod(w, 0), None, None, T, T, device="cuda")  # K.attention's window
     run(f"flex window {w}", lambda q, k, v: fx(q, k, v, block_mask=window), frac)
     print(f"B={B} H={H} T={T} D={D} bf16; TFLOP/s counts only unmasked work (fwd+bwd = 3.5x fwd)")
     print(f"{'kernel':<22}{'fwd ms':>9}{'fwd+bwd ms':>12}{'fwd TF/s':>10}{'f+b TF/s':>10}")
@@ -120,10 +121,7 @@ def attention_kernels(B=128, H=4, T=2048, D=128):
 
 
 def build(pattern, T=2048, vocab=8192):
-    model_dim = math.ceil(tt.DEPTH * tt.ASPECT_RATIO / tt.HEAD_DIM) * tt.HEAD_DIM
-    cfg = tt.GPTConfig(
-        T, vocab, tt.DEPTH, model_dim // tt.HEAD_DIM, model_dim // tt.HEAD_DIM, model_dim, pattern
-    )
+    cfg = dataclasses.replace(tt.build_config(tt.DEPTH, T, vocab), window_pattern=pattern)
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = tt.GPT(cfg)
@@ -189,14 +187,12 @@ def step_time(pattern, steps, profile=False):
             (OUT / f"profile_{pattern}.txt").write_text(table)
         categorize(p, steps=2)
     # Correctness: per-token losses of the compiled training graph (FlexAttention windows) vs the eager model
-    # (SDPA with boolean masks), same weights, one micro-batch.
+    # (K.attention outside torch.compile: SDPA with boolean masks), same weights, one micro-batch.
     x, y = batches[0][0][0], batches[0][1][0]
     with tb.autocast(), tb.sdpa_backends():
         got = train_step.model(x, y, reduction="none").detach().float()  # grad on: the training graph
-        model.use_flex = False
         with torch.no_grad():
             ref = model(x, y, reduction="none").float()
-    model.use_flex = True
     res["compiled_vs_eager_rel"] = ((got - ref).norm() / ref.norm()).item()
     # The final eval's cost: the same graph, 9 chunks of 128 rows (~the wiki val set).
     rows = torch.randint(0, 8192, (9 * B, T + 1), dtype=torch.int32).numpy()

@@ -6,13 +6,15 @@ timed alone at the profile's micro-batch shape, beside the whole compiled step. 
 
 MLX has no kernel profiler on CUDA, so the parts are timed one by one (median of --reps after 2 warm-ups, each
 ending in mx.eval + synchronize): the ceilings (bf16 matmul, device copy), attention forward and forward+backward
-per mask kind, one block forward+backward per kind, the lm_head + soft-capped cross-entropy, the optimizer update,
-and the compiled micro-step. Prints one table; with $OUT set, writes mlx_profile.json there.
+per layer kind (K.attention, as the model calls it), one block forward+backward per kind, the lm_head + soft-capped
+cross-entropy, the optimizer update, and the compiled micro-step. Prints one table; with $OUT set, writes
+mlx_profile.json there.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -28,7 +30,7 @@ import mlx.nn as nn  # noqa: E402
 
 import train_mlx as tm  # noqa: E402
 from backends import mlx_backend as mb  # noqa: E402
-from benchmarks import mlx_ablations as ablations  # noqa: E402
+from backends import mlx_kernels as K  # noqa: E402
 
 ROWS = []
 
@@ -61,25 +63,26 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--rows", type=int, default=tm.DEVICE_BATCH_SIZE, help="micro-batch rows")
     ap.add_argument(
-        "--plain-relu2", action="store_true", help="autodiff of relu(x)^2 instead of relu_squared (A/B)"
+        "--plain-relu2", action="store_true", help="K.relu_squared's reference instead of its kernel (A/B)"
     )
     ap.add_argument(
         "--plain-rotary",
         action="store_true",
-        help="autodiff of the rotary instead of its hand-written vjp (A/B)",
+        help="K.rotary's reference (autodiff) instead of its hand-written vjp (A/B)",
     )
     args = ap.parse_args()
+    # The twin looks its kernels up on K at call time: a kernel switched to its reference there is what it runs.
     if args.plain_relu2:
-        tm.relu_squared = ablations.plain_relu_squared
+        K.relu_squared = functools.partial(K.relu_squared, fused=False)
     if args.plain_rotary:
-        tm.apply_rotary_emb = ablations.plain_rotary
+        K.rotary = functools.partial(K.rotary, fused=False)
     mb.setup()
     dt = tm.COMPUTE_DTYPE
     p = tm.PROFILE
     B, T, V = args.rows, p.max_seq_len, 8192
-    D = tm.HEAD_DIM
-    d = -(-p.depth * tm.ASPECT_RATIO // D) * D  # model_dim as train_mlx.py's main() sizes it
-    H = d // D
+    config = tm.build_config(p.depth, T, V)  # the model train_mlx.py's main() builds
+    d, H = config.n_embd, config.n_head
+    D = d // H
     N = B * T
     print(
         f"profile {p.name}: micro-batch {B} x {T}, d {d}, heads {H} x {D}, vocab {V}; {mx.default_device()}"
@@ -97,25 +100,21 @@ def main() -> None:
         w = mx.random.normal((m, k)).astype(dt)
         bench(f"{name} {k}->{m} (fwd)", lambda w=w: x @ w.T, args.reps, 2 * N * k * m)
 
-    # Attention: forward and forward+backward per mask kind
+    # Attention: forward and forward+backward per layer kind (the model's windows; GPT() prepared their masks)
     q, kk, v = (mx.random.normal((B, H, T, D)).astype(dt) for _ in range(3))
-    scale = D**-0.5
-    model = tm.GPT(
-        tm.GPTConfig(sequence_len=T, vocab_size=V, n_layer=p.depth, n_head=H, n_kv_head=H, n_embd=d)
-    )
-    masks = {"L (causal)": "causal"}
-    short = [m for m in model.window_masks(T) if not isinstance(m, str)]
+    model = tm.GPT(config)
+    windows = {"L (causal)": T}
+    short = [w for w in model._window_sizes if w < T - 1]
     if short:
-        masks["S (window mask)"] = short[0]
-    for kind, mask in masks.items():
+        windows["S (window)"] = short[0]
+    for kind, window in windows.items():
         frac = 0.75 if kind.startswith("S") else 0.5  # share of the T x T scores a causal / half window keeps
         flop = 4 * B * H * T * T * D * frac
-        bench(f"attention {kind} fwd", lambda mask=mask: tm.attention(q, kk, v, mask, scale), args.reps, flop)
+        bench(f"attention {kind} fwd", lambda w=window: K.attention(q, kk, v, w), args.reps, flop)
 
-        def fb(mask=mask):
-            return mx.grad(
-                lambda q, k, v: tm.attention(q, k, v, mask, scale).astype(mx.float32).sum(), (0, 1, 2)
-            )(q, kk, v)
+        def fb(w=window):
+            loss = lambda q, k, v: K.attention(q, k, v, w).astype(mx.float32).sum()
+            return mx.grad(loss, (0, 1, 2))(q, kk, v)
 
         bench(f"attention {kind} fwd+bwd", mx.compile(fb), args.reps, 3.5 * flop)
 
@@ -126,10 +125,10 @@ def main() -> None:
     sin = model._sin[None, :T, None, :].astype(dt)
     xb = mx.random.normal((B, T, d)).astype(dt)
     ve = mx.random.normal((B, T, d)).astype(dt)
-    wmasks = model.window_masks(T)
+    windows = model._window_sizes
     seen = set()
     for i, block in enumerate(model.transformer.h):
-        key = (tm.has_ve(i, p.depth), isinstance(wmasks[i], str))
+        key = (tm.has_ve(i, p.depth), windows[i] >= T - 1)
         if key in seen:
             continue
         seen.add(key)
@@ -140,19 +139,19 @@ def main() -> None:
 
         def loss(holder=holder, i=i, key=key):
             return (
-                holder.block(holder.x, ve if key[0] else None, cos, sin, wmasks[i]).astype(mx.float32).sum()
+                holder.block(holder.x, ve if key[0] else None, cos, sin, windows[i]).astype(mx.float32).sum()
             )
 
         g = mx.compile(nn.value_and_grad(holder, loss), inputs=[holder.state], outputs=[holder.state])
         name = f"block {i} ({'L' if key[1] else 'S'}{', ve' if key[0] else ''}) fwd+bwd"
         bench(name, g, args.reps, 6 * N * 12 * d * d)
 
-    # Rotary + QK norm on q and k, forward + backward into (B, H, T, D): train_mlx.py's rotary (hand-written vjp)
+    # Rotary + QK norm on q and k, forward + backward into (B, H, T, D): K.rotary (hand-written vjp)
     # against MLX's fused kernel (mx.fast.rope with scale -1: upstream rotates by -theta), to price a switch
     qk = mx.random.normal((2, B, T, H, D)).astype(dt)
     cot = mx.random.normal((2, B, H, T, D)).astype(dt)
     rotary = {
-        "elementwise": lambda t: tm.norm(tm.apply_rotary_emb(t, cos, sin)).transpose(0, 2, 1, 3),
+        "elementwise": lambda t: tm.norm(K.rotary(t, cos, sin)).transpose(0, 2, 1, 3),
         "mx.fast.rope": lambda t: tm.norm(
             mx.fast.rope(t.transpose(0, 2, 1, 3), D, traditional=False, base=10000.0, scale=-1.0, offset=0)
         ),
@@ -167,7 +166,7 @@ def main() -> None:
 
     def head(w, h):
         logits = (h @ w.astype(dt).T).astype(mx.float32)
-        return tm.softcap_cross_entropy(logits, tgt)[0].mean()
+        return K.softcap_cross_entropy(logits, tgt, tm.SOFTCAP).mean()
 
     hg = mx.compile(mx.grad(head, (0, 1)))
     bench("lm_head + softcap CE fwd+bwd", lambda: hg(wl, h), args.reps, 6 * N * d * V)

@@ -1,6 +1,7 @@
-"""MLX attention for a windowed ("S") layer on a GPU: one call with the full T x T window mask against
-train_mlx.py's query chunks (WINDOW_CHUNK), with a causal ("L") layer for scale. Each variant is checked against
-a float32 reference (explicit scores) for its output and its q, k, v gradients. Random inputs, no data.
+"""MLX attention for a windowed ("S") layer on a GPU: one call with the full T x T window mask against query chunks
+of several sizes (K.window_chunks; K.attention runs chunks of T / 2 on GPUs at T >= K.CHUNK_MIN_SEQ_LEN), with a
+causal ("L") layer (K.attention) for scale. Each variant is checked against the kernels' float32 reference
+(K.attention_reference, explicit scores) for its output and its q, k, v gradients. Random inputs, no data.
 
     python benchmarks/mlx_window_attention.py                   # h100 shape: B 64, H 4, T 2048, D 128, window 1024
     python benchmarks/mlx_window_attention.py --chunks 128 256  # chunk sizes to try (0 = the full mask)
@@ -26,17 +27,20 @@ import mlx.core as mx  # noqa: E402
 
 import train_mlx as tm  # noqa: E402
 from backends import mlx_backend as mb  # noqa: E402
+from backends import mlx_kernels as K  # noqa: E402
 from benchmarks.mlx_profile import median_ms  # noqa: E402
 
 
-def reference(q, k, v, mask, scale):
-    """Float32 attention with explicit scores: mask "causal" or boolean (T, T), True = attend."""
-    q, k, v = (t.astype(mx.float32) for t in (q, k, v))
-    T = q.shape[2]
-    if isinstance(mask, str):
-        mask = mx.arange(T)[:, None] >= mx.arange(T)[None, :]
-    scores = mx.where(mask, (q * scale) @ k.swapaxes(-1, -2), -mx.inf)
-    return mx.softmax(scores, axis=-1) @ v
+def reference(q, k, v, window):
+    """Float32 attention with explicit scores over keys i-window..i (the kernels' reference on float32 inputs)."""
+    return K.attention_reference(*(t.astype(mx.float32) for t in (q, k, v)), window)
+
+
+def attend(q, k, v, plan):
+    """K.attention's fused path with an explicit plan [(q0, q1, k0, mask)]: rows q0..q1-1 against keys k0..q1-1."""
+    scale = q.shape[-1] ** -0.5
+    out = [K._attend(q[:, :, q0:q1], k[:, :, k0:q1], v[:, :, k0:q1], m, scale) for q0, q1, k0, m in plan]
+    return out[0] if len(out) == 1 else mx.concatenate(out, axis=2)
 
 
 def main() -> None:
@@ -47,10 +51,10 @@ def main() -> None:
     args = ap.parse_args()
     mb.setup()
     dt, p = tm.COMPUTE_DTYPE, tm.PROFILE
-    B, T, D = args.rows, p.max_seq_len, tm.HEAD_DIM
-    H = -(-p.depth * tm.ASPECT_RATIO // D)  # n_head as train_mlx.py's main() sizes the model
+    config = tm.build_config(p.depth, p.max_seq_len, 8192)  # the model train_mlx.py's main() builds
+    B, T, H = args.rows, p.max_seq_len, config.n_head
+    D = config.n_embd // H
     w = T // 2
-    scale = D**-0.5
     print(f"B {B}, H {H}, T {T}, D {D}, window {w}, {dt}, {mx.default_device()}", flush=True)
     mx.random.seed(0)
     q, k, v = (mx.random.normal((B, H, T, D)).astype(dt) for _ in range(3))
@@ -60,20 +64,17 @@ def main() -> None:
         return lambda q, k, v: mx.vjp(fn, [q, k, v], [dout])[1]
 
     rows = []
-    variants = {"L: causal": (None, "causal")}
+    variants = {"L: causal": (None, T, lambda q, k, v: K.attention(q, k, v, T))}
     for c in args.chunks:
-        mask = tm.window_mask(T, w) if c == 0 else tm.window_chunks(T, w, c)
-        variants["S: full mask" if c == 0 else f"S: chunks of {c}"] = (c, mask)
-    for name, (c, mask) in variants.items():
-        ref_mask = mask if isinstance(mask, str) else tm.window_mask(T, w)
-
-        def fwd(q, k, v, mask=mask):
-            return tm.attention(q, k, v, mask, scale)
-
+        plan = [(0, T, 0, K._window_band(w, 0, T, 0))] if c == 0 else K.window_chunks(T, w, c)
+        mx.eval([m for *_, m in plan if not isinstance(m, str)])  # masks built outside the compiled graphs
+        name = "S: full mask" if c == 0 else f"S: chunks of {c}"
+        variants[name] = (c, w, lambda q, k, v, plan=plan: attend(q, k, v, plan))
+    for name, (c, window, fwd) in variants.items():
         fwd_c, fwd_bwd_c = mx.compile(fwd), mx.compile(vjp_of(fwd))
         out, grads = fwd_c(q, k, v), fwd_bwd_c(q, k, v)
-        ref_out = reference(q, k, v, ref_mask, scale)
-        ref_grads = vjp_of(lambda q, k, v, m=ref_mask: reference(q, k, v, m, scale))(q, k, v)
+        ref_out = reference(q, k, v, window)
+        ref_grads = vjp_of(lambda q, k, v, w=window: reference(q, k, v, w))(q, k, v)
         err_out = mx.abs(out.astype(mx.float32) - ref_out).max().item()
         err_grad = max(mx.abs(g.astype(mx.float32) - r).max().item() for g, r in zip(grads, ref_grads))
         del ref_out, ref_grads

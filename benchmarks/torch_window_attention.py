@@ -1,7 +1,7 @@
 """torch attention for a windowed ("S") layer on a CUDA GPU, compiled as train_torch.py runs it: one FlexAttention
-call, and the query chunks of WINDOW_CHUNK (a causal cuDNN chunk, then FlexAttention), with a causal ("L") layer for
-scale. Each variant is checked against float32 attention with the boolean window mask, for its output and its q, k,
-v gradients. Random inputs, no data.
+call, and query chunks of T / 2 (K.window_chunks: a causal cuDNN chunk, then FlexAttention; what K.attention runs at
+T >= K.CHUNK_MIN_SEQ_LEN), with a causal ("L") layer for scale. Each variant is checked against float32 attention
+with the boolean window mask, for its output and its q, k, v gradients. Random inputs, no data.
 
     python3 benchmarks/torch_window_attention.py                # h100 shape: B 128, H 4, T 2048, D 128, window 1024
     python3 benchmarks/torch_window_attention.py --rows 64 --reps 20
@@ -25,8 +25,10 @@ os.environ.setdefault("AUTORESEARCH_PROFILE", "h100")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from torch.nn.attention.flex_attention import create_block_mask  # noqa: E402
 
 import train_torch as tt  # noqa: E402
+from backends import torch_kernels as K  # noqa: E402
 from benchmarks.gpu_profile import bench  # noqa: E402
 
 
@@ -38,20 +40,23 @@ def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("torch_window_attention.py needs a CUDA GPU (cuDNN and FlexAttention kernels)")
     p = tt.PROFILE
-    B, T, D = args.rows, p.max_seq_len, tt.HEAD_DIM
-    H = -(-p.depth * tt.ASPECT_RATIO // D)  # n_head as train_torch.py's main() sizes the model
-    w, scale, dev = T // 2, D**-0.5, "cuda"
+    config = tt.build_config(p.depth, p.max_seq_len, 8192)  # the model train_torch.py's main() builds
+    B, T, H = args.rows, p.max_seq_len, config.n_head
+    D = config.n_embd // H
+    w, scale, dev = T // 2, D**-0.5, torch.device("cuda")
     print(f"B {B}, H {H}, T {T}, D {D}, window {w}, bf16, {torch.cuda.get_device_name()}", flush=True)
     torch.manual_seed(0)
     q, k, v = (
         torch.randn(B, H, T, D, device=dev, dtype=torch.bfloat16, requires_grad=True) for _ in range(3)
     )
     dout = torch.randn(B, H, T, D, device=dev, dtype=torch.bfloat16)
-    window = tt.window_mask(T, w, dev, flex=False)
+    # Masks as K.attention builds them: None (causal, cuDNN), a BlockMask, a chunk plan; boolean for the reference.
+    window = K._build(T, w, dev, flex=False)
+    one_call = create_block_mask(K._window_mod(w, 0), None, None, T, T, device=dev)
     variants = {
         "L: causal (cuDNN)": (None, None),
-        "S: one FlexAttention call": (tt.window_mask(T, w, dev, flex=True), window),
-        f"S: FlexAttention chunks of {w}": (tt.window_chunks(T, w, w, dev), window),
+        "S: one FlexAttention call": (one_call, window),
+        f"S: FlexAttention chunks of {w}": (K.window_chunks(T, w, w, dev), window),
     }
 
     def grads(fn, *inputs):
@@ -60,7 +65,7 @@ def main() -> None:
 
     rows = []
     for name, (mask, ref_mask) in variants.items():
-        fn = torch.compile(lambda q, k, v, mask=mask: tt.attention(q, k, v, mask, scale), dynamic=False)
+        fn = torch.compile(lambda q, k, v, mask=mask: K._attend(q, k, v, mask), dynamic=False)
         with tt.tb.sdpa_backends():
             got = grads(fn, q, k, v)
             f32 = [t.detach().float().requires_grad_() for t in (q, k, v)]
