@@ -252,6 +252,50 @@ def test_a_repeat_of_an_idea_in_flight_is_skipped_and_each_agent_stops_on_its_ow
     assert_clean_finish(repo)
 
 
+def test_worktree_turns_undo_violations_and_fold_an_agents_own_commit(repo, tmp_path):
+    env = plans(
+        tmp_path,
+        w0=[{"set": {"VAL": 1.4}, "touch": "common/fixed.py", "new": "extra/new.py", "desc": "sneaky"}],
+        w1=[{"set": {"GAIN_B": 0.02}, "commit": True, "desc": "commits itself"}],
+    )
+    cli(repo, "loop", *COMMON, "--workers", "2", "--max", "2", env=env)
+    recs = by_desc(ledger(repo))
+    sneaky, own = recs["sneaky"], recs["commits itself"]
+    assert sneaky["status"] == "violation" and sneaky["files"] == ["common/fixed.py", "extra/new.py"]
+    saved = repo / "runs" / TAG / "undone" / f"{sneaky['id']:04d}"
+    assert "edited by the agent" in (saved / "tracked.patch").read_text() and (saved / "extra" / "new.py").exists()
+    assert own["status"] == "keep" and git(repo, "log", "--format=%s", "-1") == "commits itself"
+    assert f"Autoresearch-Experiment: {own['id']}" in git(repo, "log", "-1", "--format=%B")
+    assert (repo / "common" / "fixed.py").read_text() == "FIXED = 1\n" and not (repo / "extra").exists()
+    assert_clean_finish(repo)
+
+
+def test_ctrl_c_stops_runs_and_agents_and_the_next_loop_judges_what_was_in_flight(repo, tmp_path):
+    hold = tmp_path / "hold"
+    hold.write_text("")
+    env = plans(tmp_path, w0=[{"set": {"GAIN_A": 0.03, "HOLD": str(hold)}, "desc": "held"}],
+                w1=[{"set": {"GAIN_B": 0.01}, "sleep": 120, "desc": "slow agent"}])  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "common.cli", "loop", *COMMON, "--workers", "2", "--max", "2"], cwd=repo, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    pidfile = repo / "runs" / TAG / "logs" / "w1-agent.pid"
+    try:
+        wait_for(lambda: held_job(repo, hold) and pidfile.exists() and pidfile.read_text().strip(), what="both busy")
+        job, agent_pid = held_job(repo, hold), int(pidfile.read_text())
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C at a terminal: the whole foreground group
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err[-3000:]
+    wait_for(lambda: not any(map(alive, (job["worker_pid"], job["run_pid"], agent_pid))), 10, "all to stop")
+    assert [c["description"] for c in inflight(repo)["candidates"]] == ["held"] and len(ledger(repo)) == 1
+    hold.unlink()
+    cli(repo, "loop", *COMMON, "--workers", "2", "--max", "0", env=env)
+    assert [(r["description"], r["status"]) for r in ledger(repo)] == [("baseline", "keep"), ("held", "keep")]
+    assert_clean_finish(repo)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Faults: a worker killed mid-run; the driver killed with -9 and resumed
 

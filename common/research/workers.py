@@ -176,7 +176,8 @@ def slot_envs(n: int, backend: str) -> tuple[list[dict], str]:
         if os.environ.get("OMP_NUM_THREADS"):
             return [{} for _ in range(n)], f"{n} CPU workers, {os.environ['OMP_NUM_THREADS']} threads each"
         threads = max(1, (os.cpu_count() or 1) // n)  # so that N runs do not fight over the same cores
-        return [{"OMP_NUM_THREADS": str(threads)} for _ in range(n)], f"{n} CPU workers, {threads} threads each"
+        each = f"{threads} thread{'s' if threads > 1 else ''} each"
+        return [{"OMP_NUM_THREADS": str(threads)} for _ in range(n)], f"{n} CPU workers, {each}"
     return [{} for _ in range(n)], f"{n} workers sharing this machine's GPU ({backend}): a smoke test, not a speedup"
 
 
