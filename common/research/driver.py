@@ -345,8 +345,8 @@ class Driver:
         def turn() -> None:
             try:
                 res = agents.run_agent(command, prompt, wt.root, s.script, log, timeout, env)
-            except OSError as e:  # the shell did not start: the turn failed, the loop goes on
-                log.write_text(f"could not start the agent: {e}\n")
+            except Exception as e:  # whatever went wrong, the driver must hear back: the turn failed, the loop goes on
+                log.write_text(f"could not run the agent: {type(e).__name__}: {e}\n")
                 res = agents.AgentResult(None, False, 0.0, "", str(log))
             events.put(("agent", k, res))
 
@@ -524,7 +524,8 @@ class Driver:
             if r["seed"] == seed and r["status"] == "ok" and r.get("role") in ("baseline", "candidate", "confirm"):
                 return r["val_bpb"]
         commit = rec["commit"]
-        run = yield Need(commit, self.s.ratchet.script_at(commit), seed, "best", rec.get("parent"), "-best")
+        suffix = f"-r{len(c.reapplied)}-best" if c.reapplied else "-best"
+        run = yield Need(commit, self.s.ratchet.script_at(commit), seed, "best", rec.get("parent"), suffix)
         c.runs.append(run)
         return run["val_bpb"] if run["status"] == "ok" else None
 

@@ -193,10 +193,16 @@ class LocalWorkers:
         self._procs: dict[int, subprocess.Popen] = {}
 
     def submit(self, slot: int, job: dict, done, started) -> None:
-        threading.Thread(target=self._run, args=(slot, job, done, started), daemon=True).start()
+        threading.Thread(target=self._guarded, args=(slot, job, done, started), daemon=True).start()
 
-    def _run(self, slot: int, job: dict, done, started) -> None:
+    def _guarded(self, slot: int, job: dict, done, started) -> None:
         t0 = time.time()
+        try:
+            self._run(slot, job, done, started, t0)
+        except Exception as e:  # the driver waits for `done`: an unforeseen error costs this run, not the loop
+            done(lost(job, f"worker w{slot} failed: {type(e).__name__}: {e}", t0))
+
+    def _run(self, slot: int, job: dict, done, started, t0: float) -> None:
         job_file = Path(job["log"]).with_suffix(".job.json")
         try:
             job_file.parent.mkdir(parents=True, exist_ok=True)
@@ -291,7 +297,7 @@ class RayWorkers:
         t0 = time.time()
         try:
             run = self.ray.get(ref)
-        except self.ray.exceptions.RayError as e:
+        except Exception as e:  # RayError: the worker or its node died; anything else: the driver must hear back
             first = (str(e).strip().splitlines() or [""])[0][:200]
             run = lost(job, f"the Ray worker died mid-run ({type(e).__name__}: {first}): the run is lost, not judged", t0)
         finally:
