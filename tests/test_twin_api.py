@@ -1,13 +1,13 @@
 """Harness tests over the twin API, not the twins' insides: they must hold for any research branch that keeps
 `build_config`, `GPT`, `setup_optimizer` and `make_train_step`.
 
-- The metric is fenced: a script that evaluates on fewer rows or switches its own profile is refused.
-- A twin pair with another MLP (SwiGLU for relu^2) still runs under the protocol and still passes parity.
+The metric is fenced: a script that evaluates on fewer rows or switches its own profile is refused. (A twin pair
+with another MLP still runs and passes parity: tests/baseline/test_swiglu_branch.py, whose edits anchor on the
+baseline's own lines.)
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -55,39 +55,3 @@ def test_a_script_that_picks_its_own_profile_is_a_violation(prepared, tmp_path, 
     run = run_copy(tmp_path, prepared, "train_torch.py", text)
     assert run["status"] == "violation"
     assert "profile 'ci@4steps' (expected 'ci@3steps')" in run["reason"] and "num_steps 4" in run["reason"]
-
-
-SWIGLU = {
-    "train_torch.py": (
-        "        return self.c_proj(K.relu_squared(self.c_fc(x)))",
-        "        a, b = self.c_fc(x).chunk(2, dim=-1)\n        return self.c_proj(F.silu(a) * b)",
-        "self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=False)",
-        "self.c_fc = nn.Linear(config.n_embd, 8 * config.n_embd, bias=False)",
-    ),
-    "train_mlx.py": (
-        "        return self.c_proj(K.relu_squared(self.c_fc(x)))",
-        "        a, b = mx.split(self.c_fc(x), 2, axis=-1)\n        return self.c_proj(nn.silu(a) * b)",
-        "self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=False)",
-        "self.c_fc = Linear(config.n_embd, 8 * config.n_embd, bias=False)",
-    ),
-}
-
-
-@pytest.mark.slow
-def test_a_swiglu_branch_runs_and_passes_parity(prepared, tmp_path, monkeypatch):
-    """A research branch that swapped relu^2 for SwiGLU in both twins: the protocol scores it and parity passes."""
-    from common.parity import run_parity
-
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    root = tmp_path / "branch"
-    root.mkdir()
-    for script, (old_fwd, new_fwd, old_fc, new_fc) in SWIGLU.items():
-        text = edited(script, old_fwd, new_fwd).replace(old_fc, new_fc, 1)
-        assert "relu_squared" not in text
-        (root / script).write_text(text)
-        run = run_copy(tmp_path, prepared, script, text)
-        assert run["status"] == "ok", run["log_tail"]
-        assert run["summary"]["num_steps"] == 3 and run["val_bpb"] > 0
-    report = run_parity(root=root, data_dir=prepared, steps=5)
-    assert report.ok, report.table()
-    shutil.rmtree(root)

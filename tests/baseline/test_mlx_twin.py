@@ -3,7 +3,7 @@ the time budget), the optimizer against float64 numpy references written here fr
 compiled vs eager steps, schedules after compilation, the calibration reset, bf16 dtypes, window masks and weight
 I/O under the canonical names.
 
-    pytest tests/test_mlx_backend.py
+    pytest tests/baseline/test_mlx_twin.py
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from mlx.utils import tree_flatten  # noqa: E402
 from tests.conftest import prepare_isolated  # noqa: E402
 from tests.reference import ref_adamw, ref_muon, ref_polar_express  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3"
 
 

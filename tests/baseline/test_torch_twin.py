@@ -3,7 +3,7 @@ the seed), the optimizer against float64 numpy references written here from docs
 window masks and weight I/O. CUDA-only paths (torch.compile, FlexAttention, pinned copies) skip with a reason where
 there is no GPU.
 
-    pytest tests/test_torch_backend.py
+    pytest tests/baseline/test_torch_twin.py
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ F = torch.nn.functional
 
 from tests.reference import ref_adamw, ref_muon, ref_polar_express  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (compile, FlexAttention, pinned copies)")
 
