@@ -22,30 +22,17 @@ import pytest
 from common.research.decide import confirm, decide, seed_spread
 from common.research.execute import LiveLine
 from common.research.ledger import TSV_HEADER, Ledger, read_jsonl
+from tests.research_fixtures import git, user_project
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = Path(__file__).resolve().parent / "research_fixtures"
 TAG = "t"
 
 
-def git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-
-
 @pytest.fixture
 def repo(tmp_path, prepared, monkeypatch) -> Path:
     """A user's project: the fake script as train_torch.py, program.md, a fixed file, two commits of the user's."""
-    root = tmp_path / "proj"
-    (root / "common").mkdir(parents=True)
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.name", "user")
-    git(root, "config", "user.email", "user@example.com")
-    shutil.copy(FIX / "fake_train.py", root / "train_torch.py")
-    (root / "program.md").write_text("# program\nLower val_bpb.\n")
-    (root / "common" / "fixed.py").write_text("FIXED = 1\n")
-    (root / ".gitignore").write_text("runs/\n")
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "user: start")
+    root = user_project(tmp_path / "proj", (FIX / "fake_train.py").read_text())
     (root / "NOTES.md").write_text("notes\n")
     git(root, "add", "NOTES.md")
     git(root, "commit", "-qm", "user: notes")

@@ -20,6 +20,7 @@ import pytest
 
 from common.research.ledger import TSV_HEADER, read_jsonl
 from tests.conftest import prepare_isolated
+from tests.research_fixtures import git, user_project
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = Path(__file__).resolve().parent / "research_fixtures"
@@ -61,23 +62,9 @@ def fake_script(ledger: Path) -> str:
     return text.replace(val, '"val_bpb": VAL - GAIN_A - GAIN_B + SLOPE * (seed - 42)', 1)
 
 
-def git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-
-
 @pytest.fixture
 def repo(tmp_path, prepared, monkeypatch) -> Path:
-    root = tmp_path / "proj"
-    (root / "common").mkdir(parents=True)
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.name", "user")
-    git(root, "config", "user.email", "user@example.com")
-    (root / "train_torch.py").write_text(fake_script(root / "runs" / TAG / "ledger.jsonl"))
-    (root / "program.md").write_text("# program\nLower val_bpb.\n")
-    (root / "common" / "fixed.py").write_text("FIXED = 1\n")
-    (root / ".gitignore").write_text("runs/\n")
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "user: start")
+    root = user_project(tmp_path / "proj", fake_script(tmp_path / "proj" / "runs" / TAG / "ledger.jsonl"))
     monkeypatch.setenv("AUTORESEARCH_DATA_DIR", str(prepared))
     monkeypatch.chdir(root)
     return root
