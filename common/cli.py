@@ -198,7 +198,8 @@ _profile_opt = click.option(
     "--profile",
     default=None,
     callback=_check_profile,
-    help="ci, cpu, laptop, h100, or with an override (h100@120s, ci@50steps); "
+    help="a tier (h100, gpu40, gpu24, gpu8, gpu6, mac32, mac16, mac8, cpu, ci) or one with an override "
+    "(h100@120s, ci@50steps); "
     "default: $AUTORESEARCH_PROFILE or check-hardware's pick",
 )
 
@@ -393,7 +394,8 @@ def _research_options(fn):
             help="default: the branch's pinned one, else check-hardware's pick",
         ),  # fmt: skip
         click.option(
-            "--profile", default=None, help="ci, cpu, laptop, h100, or with overrides (ci@20steps, h100@120s); "
+            "--profile", default=None, help="a tier (h100, gpu40, gpu24, gpu8, mac16, cpu, ci...) or with overrides "
+            "(ci@20steps, h100@120s); "
             "default: the branch's pinned one, else $AUTORESEARCH_PROFILE or check-hardware's pick",
         ),  # fmt: skip
         click.option("--steps", type=click.IntRange(min=1), default=None, help="fixed-step mode: exactly N steps"),
