@@ -147,7 +147,20 @@ def _prepare(dataset, data_dir, vocab_size, num_shards, workers, max_tokenizer_c
         f"{s['val_tokens']:,} val tokens; unigram baseline {s['unigram_bpb']:.3f} bpb; skipped {s['skipped']['empty']} "
         f"empty, {s['skipped']['not_utf8']} non-UTF-8, {s['skipped']['bad_json']} bad JSON documents"
     )
+    log(epoch_note(s["train_tokens"]))
     return data_dir
+
+
+def epoch_note(train_tokens: int) -> str:
+    """How many optimizer steps of each profile one pass over the train split feeds: past that, a run trains on
+    repeated data and val_bpb starts to reward memorisation (the summary's `epochs` counts the passes)."""
+    from common.profiles import PROFILES
+
+    steps = ", ".join(f"{name} {train_tokens // p.total_batch_size:,}" for name, p in PROFILES.items())
+    return (
+        f"prepare: one pass over the {train_tokens:,} train tokens is this many steps per profile: {steps}. A run "
+        "past that repeats data (the summary's epochs says how many passes; more than 1 warns)"
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------

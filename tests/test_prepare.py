@@ -199,3 +199,12 @@ def test_prepare_py_is_an_alias(small_corpus, tmp_path):
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert (Path(r.stdout.strip()) / "manifest.json").exists()
+
+
+def test_prepare_says_how_many_steps_of_each_profile_one_epoch_feeds():
+    from common.prepare import epoch_note
+
+    note = epoch_note(1_048_576 + 1000)
+    assert "h100 2," in note  # 1,049,576 // 524,288 tokens per step
+    assert "ci 1,024," in note or "ci 1,024." in note  # // 1,024
+    assert "cpu 256," in note  # // 4,096
