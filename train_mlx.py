@@ -127,10 +127,13 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config, compute_dtype=None, window_sizes=None):
+        """compute_dtype: the activations' dtype (default COMPUTE_DTYPE: bf16 on GPUs, float32 on CPUs);
+        window_sizes: each layer's attention window (default from config.window_pattern)."""
         super().__init__()
         self.config = config
-        self._window_sizes = self._compute_window_sizes(config)  # a leading underscore: not a parameter
+        self._compute_dtype = compute_dtype or COMPUTE_DTYPE  # a leading underscore: not a parameter
+        self._window_sizes = list(window_sizes or self._compute_window_sizes(config))
         # A bare Module as the container gives attribute access and the canonical names (transformer.h.0.mlp...).
         self.transformer = nn.Module()
         self.transformer.wte = nn.Embedding(config.vocab_size, config.n_embd)
@@ -199,9 +202,9 @@ class GPT(nn.Module):
     def __call__(self, idx, targets=None, reduction="mean"):
         T = idx.shape[1]
         # (1, T, 1, head_dim/2): broadcasts over (B, T, H, head_dim/2)
-        cos = self._cos[None, :T, None, :].astype(COMPUTE_DTYPE)
-        sin = self._sin[None, :T, None, :].astype(COMPUTE_DTYPE)
-        x = norm(self.transformer.wte(idx).astype(COMPUTE_DTYPE))
+        cos = self._cos[None, :T, None, :].astype(self._compute_dtype)
+        sin = self._sin[None, :T, None, :].astype(self._compute_dtype)
+        x = norm(self.transformer.wte(idx).astype(self._compute_dtype))
         x0 = x
         # Cast the lambdas too: MLX promotes a float32 array times a bf16 one, residual stream and all, to float32.
         resid_lambdas, x0_lambdas = self.resid_lambdas.astype(x.dtype), self.x0_lambdas.astype(x.dtype)

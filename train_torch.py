@@ -116,10 +116,13 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config, compute_dtype=None, window_sizes=None):
+        """compute_dtype: the activations' dtype (default COMPUTE_DTYPE: bf16 on GPUs, float32 on CPUs);
+        window_sizes: each layer's attention window (default from config.window_pattern)."""
         super().__init__()
         self.config = config
-        self._window_sizes = self._compute_window_sizes(config)
+        self._compute_dtype = compute_dtype or COMPUTE_DTYPE  # a leading underscore: not a parameter
+        self._window_sizes = list(window_sizes or self._compute_window_sizes(config))
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
@@ -197,9 +200,9 @@ class GPT(nn.Module):
     def forward(self, idx, targets=None, reduction="mean"):
         T = idx.shape[1]
         # (1, T, 1, head_dim/2): broadcasts over (B, T, H, head_dim/2)
-        cos = self.cos[None, :T, None, :].to(COMPUTE_DTYPE)
-        sin = self.sin[None, :T, None, :].to(COMPUTE_DTYPE)
-        x = norm(self.transformer.wte(idx).to(COMPUTE_DTYPE))
+        cos = self.cos[None, :T, None, :].to(self._compute_dtype)
+        sin = self.sin[None, :T, None, :].to(self._compute_dtype)
+        x = norm(self.transformer.wte(idx).to(self._compute_dtype))
         x0 = x
         # The 0-d float32 lambdas times a bf16 x stay bf16 (torch promotes 0-d operands like Python scalars).
         for i, block in enumerate(self.transformer.h):

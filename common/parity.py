@@ -126,7 +126,6 @@ class TorchTwin:
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
         self.tdtype = torch.float32 if dtype == "float32" else torch.bfloat16
-        mod.COMPUTE_DTYPE = self.tdtype
         # The twin's autocast follows the device; here it follows the row being checked.
         self.tb.autocast = (
             contextlib.nullcontext
@@ -134,11 +133,11 @@ class TorchTwin:
             else (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16))
         )
 
-    def build(self, cfg, weights: dict | None = None):
+    def build(self, cfg, weights: dict | None = None, windows: list[int] | None = None):
         torch = self.torch
         torch.manual_seed(0)
         with torch.device(self.device):
-            model = self.mod.GPT(cfg)
+            model = self.mod.GPT(cfg, compute_dtype=self.tdtype, window_sizes=windows)
         model.init_weights()
         if weights is not None:
             self.tb.import_weights(model, weights)
@@ -148,9 +147,6 @@ class TorchTwin:
     def export(self) -> dict:
         return self.tb.export_weights(self.model)
 
-    def set_windows(self, sizes: list[int]) -> None:
-        """Per-layer attention windows, overriding the pattern (a truncated model keeps the full one's windows)."""
-        self.model._window_sizes = list(sizes)  # the kernels build each window's mask on first use
 
     def _t(self, a):
         return self.torch.from_numpy(np.ascontiguousarray(a)).to(self.device).long()
@@ -202,11 +198,11 @@ class MlxTwin:
 
         self.mx, self.mod, self.mb = mx, mod, mod.mb
         self.dtype = dtype
-        mod.COMPUTE_DTYPE = mx.float32 if dtype == "float32" else mx.bfloat16
+        self.mdtype = mx.float32 if dtype == "float32" else mx.bfloat16
 
-    def build(self, cfg, weights: dict | None = None):
+    def build(self, cfg, weights: dict | None = None, windows: list[int] | None = None):
         self.mx.random.seed(0)
-        model = self.mod.GPT(cfg)
+        model = self.mod.GPT(cfg, compute_dtype=self.mdtype, window_sizes=windows)
         model.init_weights()
         if weights is not None:
             self.mb.import_weights(model, weights)
@@ -216,8 +212,6 @@ class MlxTwin:
     def export(self) -> dict:
         return self.mb.export_weights(self.model)
 
-    def set_windows(self, sizes: list[int]) -> None:
-        self.model._window_sizes = list(sizes)  # the kernels build each window's mask on first use
 
     def _a(self, a):
         return self.mx.array(np.ascontiguousarray(a).astype(np.int32))
@@ -295,11 +289,9 @@ def _first_layer_divergence(tw_mod, mx_mod, torch_device, cfg_full, weights, idx
         for name in sub:  # every truncated parameter that exists in the full model takes its weights
             if name in weights and weights[name].shape == sub[name].shape:
                 sub[name] = weights[name]
-        tt.build(cfg, sub)
+        tt.build(cfg, sub, windows_t[:k])
         mt = MlxTwin(mx_mod, "float32")
-        mt.build(cfg, sub)
-        tt.set_windows(windows_t[:k])
-        mt.set_windows(windows_m[:k])
+        mt.build(cfg, sub, windows_m[:k])
         a, b = tt.logits(idx), mt.logits(idx)
         if np.abs(a - b).max() > LOGITS_REL * max(np.abs(a).max(), 1e-30):
             return (
