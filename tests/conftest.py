@@ -35,6 +35,18 @@ def write_parquet(path: Path, docs: list, column: str = "text") -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _sigint_restored():
+    """A library that ignores SIGINT in this process (seen once in the whole suite) would pass that on to every
+    later subprocess, which then never sees a Ctrl-C: put back the handler each test found."""
+    import signal
+
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    if signal.getsignal(signal.SIGINT) is not handler:
+        signal.signal(signal.SIGINT, handler)
+
+
+@pytest.fixture(autouse=True)
 def _isolated_home(tmp_path, monkeypatch):
     """No test touches ~/.cache: AUTORESEARCH_HOME points into the test's tmp dir."""
     monkeypatch.setenv("AUTORESEARCH_HOME", str(tmp_path / "arhome"))

@@ -257,21 +257,33 @@ def test_worktree_turns_undo_violations_and_fold_an_agents_own_commit(repo, tmp_
     assert_clean_finish(repo)
 
 
+def _interactive() -> None:
+    # As a foreground command in a terminal: an earlier test in the session (seen with the whole suite on a fresh
+    # clone) can leave SIGINT ignored, and an ignored SIGINT is inherited, so the driver would never see Ctrl-C.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_runs_and_agents_and_the_next_loop_judges_what_was_in_flight(repo, tmp_path):
     hold = tmp_path / "hold"
     hold.write_text("")
     env = plans(tmp_path, w0=[{"set": {"GAIN_A": 0.03, "HOLD": str(hold)}, "desc": "held"}],
                 w1=[{"set": {"GAIN_B": 0.01}, "sleep": 120, "desc": "slow agent"}])  # fmt: skip
     proc = subprocess.Popen(
-        [sys.executable, "-m", "common.cli", "loop", *COMMON, "--workers", "2", "--max", "2"], cwd=repo, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        [sys.executable, "-m", "common.cli", "loop", *COMMON, "--workers", "2", "--max", "2"], cwd=repo,
+        env={**env, "PYTHONFAULTHANDLER": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True, preexec_fn=_interactive,
     )  # fmt: skip
     pidfile = repo / "runs" / TAG / "logs" / "w1-agent.pid"
     try:
         wait_for(lambda: held_job(repo, hold) and pidfile.exists() and pidfile.read_text().strip(), what="both busy")
         job, agent_pid = held_job(repo, hold), int(pidfile.read_text())
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C at a terminal: the whole foreground group
-        out, err = proc.communicate(timeout=150)  # a loaded 2-core CI box once took over 60 s
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack: where the driver hangs
+            out, err = proc.communicate(timeout=30)
+            pytest.fail(f"the driver did not stop within 60 s of Ctrl-C:\n{err[-6000:]}")
     finally:
         proc.kill()
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err[-3000:]
