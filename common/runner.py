@@ -168,10 +168,16 @@ def _new_group() -> dict:
 def kill_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
     """Stop proc and every process it started: SIGTERM to the group, SIGKILL after `grace` seconds (Windows:
     taskkill of the tree)."""
-    if proc.poll() is not None:
-        return
     if sys.platform == "win32":
+        if proc.poll() is not None:
+            return
         subprocess.run(["taskkill", "/T", "/F", "/PID", str(proc.pid)], capture_output=True)
+        return
+    if proc.poll() is not None:
+        try:  # the leader is gone, but a child of the group may live on and hold the output pipe open
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         return
     try:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -122,6 +122,8 @@ def test_loop_records_every_outcome_and_git_follows_the_ledger(repo, tmp_path):
     assert recs[8]["confirm_margin"] == pytest.approx(1.451 - 1.4505)
     assert recs[9]["confirm_margin"] == pytest.approx(1.4505 - 1.459) and "not confirmed" in recs[9]["decision"]
     assert "eval_tokens" in recs[10]["reason"]
+    logs = repo / "runs" / TAG / "logs"  # #9's confirmation ran the best on seed 43 too, into a log of its own
+    assert "1.4505" in (logs / "0009-seed43.log").read_text() and "1.451" in (logs / "0009-seed43-best.log").read_text()
     assert recs[11]["description"] == "commits itself"
     assert "changed nothing" in recs[12]["reason"]
 
@@ -311,12 +313,34 @@ def test_user_errors_are_one_clear_line(repo, tmp_path):
     assert out.returncode == 1 and "no experiments recorded" in out.stderr
 
 
-def test_a_broken_baseline_stops_with_the_log(repo):
+def test_a_broken_baseline_stops_with_the_log_and_a_fixed_one_takes_over(repo, tmp_path):
     script = repo / "train_torch.py"
     script.write_text(script.read_text().replace('MODE = "ok"', 'MODE = "crash"'))
     git(repo, "commit", "-qam", "user: broken")
     out = cli(repo, "run", *COMMON, check=False)
     assert out.returncode == 1 and "the baseline crashed" in out.stderr and "0001-seed42.log" in out.stderr
+    script.write_text(script.read_text().replace('MODE = "crash"', 'MODE = "ok"'))
+    git(repo, "commit", "-qam", "user: fixed")
+    cli(repo, "run", "--tag", TAG, "--profile", "cpu", "--backend", "cpu", check=False)  # the crash pinned nothing
+    recs = ledger(repo)
+    assert [(r["status"], r.get("baseline")) for r in recs] == [("crash", True), ("keep", True)]
+    assert recs[1]["profile"] == "cpu" and recs[1]["spread"] == pytest.approx(0.002)
+    out = cli(repo, "results", "--json")
+    assert json.loads(out.stdout)["baseline"]["commit"] == recs[1]["commit"]
+
+
+def test_an_agent_that_moves_the_branch_back_is_a_violation_and_the_loop_goes_on(repo, tmp_path):
+    env = plan(tmp_path, [{"set": {"VAL": 1.4}, "desc": "win"}, {"reset_back": True, "desc": "reset"},
+                          {"set": {"VAL": 1.3}, "touch": "NOTES.md", "desc": "sneaky"}])  # fmt: skip
+    cli(repo, "loop", *COMMON, "--agent", AGENT, "--max", "3", env=env)
+    recs = ledger(repo)
+    assert [r["status"] for r in recs] == ["keep", "keep", "violation", "violation"]
+    assert "moved the branch" in recs[2]["reason"] and git(repo, "rev-parse", "HEAD") == recs[1]["commit"]
+    # the last turn was a violation: nothing is left to resume, so the user's own edit is judged, not undone
+    script = repo / "train_torch.py"
+    script.write_text(script.read_text().replace("VAL = 1.4", "VAL = 1.35"))
+    out = cli(repo, "run", "--desc", "mine")
+    assert "#5 keep" in out.stdout and "undone" not in out.stderr
 
 
 # ---------------------------------------------------------------------------------------------------------------------

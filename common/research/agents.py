@@ -55,7 +55,8 @@ def resolve(agent: str) -> str:
 
 
 def run_agent(
-    command: str, prompt: str, root: Path, script: str, log_path: Path, timeout: float, env: dict | None = None
+    command: str, prompt: str, root: Path, script: str, log_path: Path, timeout: float, env: dict | None = None,
+    on_start=None,
 ) -> AgentResult:
     """Run the agent once, in its own process group, killed with its children after `timeout` seconds."""
     prompt_file = log_path.with_suffix(".prompt.md")
@@ -75,6 +76,8 @@ def run_agent(
             cmd, shell=True, cwd=root, env=full_env, stdin=stdin, stdout=log, stderr=subprocess.STDOUT,
             **_new_group(),
         )  # fmt: skip
+        if on_start:
+            on_start(proc)
         expired = threading.Event()
         timer = threading.Timer(timeout, lambda: (expired.set(), kill_group(proc)))
         timer.daemon = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 import sys
 import time
@@ -64,8 +65,10 @@ def execute(
 ) -> dict:
     """Run spec's script (stored beside its log, run from `root` so it imports the harness) and judge the result."""
     stored = log_path.with_name(f"{spec.script_sha256[:12]}-{spec.script}")
-    if not stored.exists():
-        stored.write_text(spec.script_text)
+    if not stored.exists():  # written whole or not at all: a torn copy would be reused by every later run
+        tmp = stored.with_name(f".{stored.name}.{os.getpid()}.tmp")
+        tmp.write_text(spec.script_text)
+        os.replace(tmp, stored)
     t0 = time.time()
     summary = run_experiment(
         spec.backend, spec.profile, log_path, data_dir, timeout=spec.timeout, root=root, script=stored,

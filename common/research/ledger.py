@@ -116,7 +116,8 @@ class Ledger:
 
     @property
     def baseline(self) -> dict | None:
-        return next((r for r in self.records if r.get("baseline")), None)
+        """The baseline that ran: a crashed baseline is recorded, but pins nothing and measures no spread."""
+        return next((r for r in self.records if r.get("baseline") and r["status"] == "keep"), None)
 
     @property
     def best(self) -> dict | None:

@@ -167,7 +167,7 @@ class Session:
             self._save_state(**state, run_pid=proc.pid)
 
         try:
-            log = self.ledger.log_path(exp_id, seed)
+            log = self.ledger.log_path(exp_id, seed, "-best" if role == "best" else "")
             run = execute(spec, self.expected, log, self.root, self.data_dir, live, started)
         finally:
             live.close()
@@ -194,6 +194,8 @@ class Session:
         }  # fmt: skip
         rec = self.ledger.append({**base, "started": self._started or now_iso(), **rec})
         self._started = None
+        if rec["status"] in ("violation", "skip"):  # nothing of the turn is left to resume
+            self._save_state(phase="idle")
         self.result_line(rec)
         return rec
 
@@ -253,8 +255,14 @@ class Session:
             return None
         head = self.ratchet.head()
         if state.get("phase") == "agent":  # killed during the agent's turn: its edits, and commits, are undone
+            if state.get("agent_pid"):
+                stop_orphan(state["agent_pid"], state.get("agent_marker", ""))
             if head != best["commit"] and self.ratchet.is_ancestor(best["commit"], head):
                 self.ratchet.unwind_to(best["commit"])
+            elif head != best["commit"] and self.ratchet.current_branch() == Ratchet.branch_name(self.tag):
+                self._save_undone(state.get("id", 0), "interrupted agent turn moved the branch", set())
+                self.ratchet.repo.git.reset("-q", "--hard", best["commit"])
+                head = best["commit"]
             new = self.ratchet.untracked() - set(state.get("untracked", []))
             saved = self._undo(best["commit"], new, state.get("id", 0), "interrupted agent turn")
             self._save_state(phase="idle")
@@ -299,21 +307,30 @@ class Session:
         """Hard reset to the best, after saving what is undone (the diff and new files) under undone/<id>/: a
         violation is reverted, never lost. `ratchet`: another checkout than the branch's (an agent's worktree)."""
         ratchet = ratchet or self.ratchet
-        changed = ratchet.tracked_changes() | new_untracked
-        saved = None
-        if changed:
-            dest = self.results_dir / "undone" / f"{exp_id:04d}"
-            dest.mkdir(parents=True, exist_ok=True)
-            (dest / "tracked.patch").write_text(ratchet.repo.git.diff("HEAD"))
-            for p in new_untracked:
-                src = ratchet.root / p
-                if src.is_file():
-                    (dest / p).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(src, dest / p)
-            (dest / "why.txt").write_text(why + "\n")
-            saved = str(dest)
+        saved = self._save_undone(exp_id, why, new_untracked, ratchet)
         ratchet.reset_to(best, new_untracked)
         return saved
+
+    def _save_undone(self, exp_id: int, why: str, new_untracked: set[str], ratchet: Ratchet | None = None):
+        """Save the work tree's changes against HEAD and the new untracked files under undone/<id>/ (a second save
+        for the same id goes beside the first, never over it)."""
+        ratchet = ratchet or self.ratchet
+        if not (ratchet.tracked_changes() | new_untracked):
+            return None
+        dest = self.results_dir / "undone" / f"{exp_id:04d}"
+        n = 1
+        while (dest / "why.txt").exists():
+            n += 1
+            dest = self.results_dir / "undone" / f"{exp_id:04d}-{n}"
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / "tracked.patch").write_text(ratchet.repo.git.diff("HEAD"))
+        for p in new_untracked:
+            src = ratchet.root / p
+            if src.is_file():
+                (dest / p).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dest / p)
+        (dest / "why.txt").write_text(why + "\n")
+        return str(dest)
 
     # -- one experiment ------------------------------------------------------------------------------------------
 
@@ -332,7 +349,7 @@ class Session:
                 reason=f"changed {', '.join(fixed[:5])}: only {self.script} may change ({FIXED_HINT}); undone, "
                 f"saved in {saved}", files=fixed, **extra,
             )  # fmt: skip
-        text = (self.root / self.script).read_text()
+        text = (self.root / self.script).read_bytes().decode()  # the blob's bytes: CRLF stays CRLF, as in git
         from common.research.execute import sha256_text
 
         sha = sha256_text(text)
@@ -471,18 +488,26 @@ class Session:
         self.say(f"#{exp_id}: agent at work (timeout {agent_timeout:.0f}s)")
         log = self.results_dir / "logs" / f"{exp_id:04d}-agent.log"
         env = {"AUTORESEARCH_TAG": self.tag, "AUTORESEARCH_BACKEND": self.backend}
-        res = agents.run_agent(agent_command, prompt, self.root, self.script, log, agent_timeout, env)
+        state = dict(phase="agent", id=exp_id, untracked=sorted(untracked_before))
+
+        def started(proc) -> None:  # recorded, so that a resumed session stops an agent a killed one left behind
+            self._save_state(**state, agent_pid=proc.pid, agent_marker=agent_command.split("{")[0][:40])
+
+        res = agents.run_agent(agent_command, prompt, self.root, self.script, log, agent_timeout, env, started)
         agent = {"exit_code": res.exit_code, "timed_out": res.timed_out, "seconds": round(res.seconds, 1),
                  "log": res.log}  # fmt: skip
         # The agent may have committed, or switched branches: back to our branch at the best, keeping its edits.
         branch = Ratchet.branch_name(self.tag)
         if self.ratchet.current_branch() != branch:
+            self._save_undone(exp_id, "switched branches", self.ratchet.untracked() - untracked_before)
             self.ratchet.repo.git.checkout("-f", branch)
             self._undo(best["commit"], self.ratchet.untracked() - untracked_before, exp_id, "switched branches")
             return self._fail(exp_id, "violation", "the agent switched branches; undone", agent, res.description)
         if self.ratchet.head() != best["commit"]:
             if not self.ratchet.is_ancestor(best["commit"], self.ratchet.head()):
-                self._undo(best["commit"], set(), exp_id, "moved the branch")
+                # reset or amend: the branch was at the best when the turn began, and the reflog keeps the rest
+                self._save_undone(exp_id, "moved the branch", self.ratchet.untracked() - untracked_before)
+                self.ratchet.repo.git.reset("-q", "--hard", best["commit"])
                 return self._fail(exp_id, "violation", "the agent moved the branch; undone", agent, res.description)
             self.ratchet.unwind_to(best["commit"])
         new_untracked = self.ratchet.untracked() - untracked_before
@@ -505,16 +530,17 @@ class Session:
 
 
 
-def stop_orphan(pid: int) -> None:
-    """Kill the process group of a run that a killed harness left behind, if that pid is still a training run."""
+def stop_orphan(pid: int, marker: str = "train_") -> None:
+    """Kill the process group of a run or agent that a killed harness left behind, if that pid's command line
+    still holds `marker` (else it is gone, or the pid now belongs to something else)."""
     if sys.platform == "win32":
         return  # the group died with its console
     import signal
     import subprocess
 
     ps = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True)
-    if "train_" not in ps.stdout:
-        return  # gone, or the pid now belongs to something else
+    if not ps.stdout.strip() or marker not in ps.stdout:
+        return
     try:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):

@@ -21,7 +21,7 @@ def _epoch(iso: str) -> float:
 
 def summarize(records: list[dict], top: int = 10, kept_only: bool = False) -> dict:
     counts = {s: sum(r["status"] == s for r in records) for s in STATUSES}
-    base = next((r for r in records if r.get("baseline")), None)
+    base = next((r for r in records if r.get("baseline") and r["status"] == "keep"), None)
     kept = [r for r in records if r["status"] == "keep"]
     best = kept[-1] if kept else None
     out: dict = {"experiments": len(records), "counts": counts}

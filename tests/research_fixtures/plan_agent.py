@@ -2,7 +2,8 @@
 
 Actions: {"set": {"VAL": 1.4}, "desc": "..."} edits constants of the training script; {"touch": "path"} changes
 another file too; {"exit": 3} fails; {"sleep": 60} hangs; {"commit": true} also commits, as agents do by habit;
-{"noop": true} changes nothing; {"new": "path"} creates an untracked file."""
+{"noop": true} changes nothing; {"new": "path"} creates an untracked file; {"reset_back": true} resets the branch
+one commit back."""
 
 import json
 import os
@@ -34,6 +35,8 @@ if "new" in action:
     Path(action["new"]).write_text("new\n")
 if action.get("commit"):
     subprocess.run(["git", "commit", "-qam", "agent's own commit"], check=True)
+if action.get("reset_back"):  # `git reset --hard HEAD~1`, the classic: the branch moves off the best
+    subprocess.run(["git", "reset", "-q", "--hard", "HEAD~1"], check=True)
 if "desc" in action:
     print("I changed the script.\ndescription: " + action["desc"])
 sys.exit(action.get("exit", 0))
