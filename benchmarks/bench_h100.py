@@ -199,12 +199,8 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument(
-        "--runs", nargs="+", default=["SSSL"], help="[torch:|mlx:]PATTERN[,NAME=VALUE...] per run"
-    )
-    ap.add_argument("--budget", type=float, default=120.0, help="training seconds per run")
+def add_stage_args(ap: argparse.ArgumentParser, run_cost: float) -> None:
+    """The staged corpus and the call's time limit, as every device benchmark that calls stage() takes them."""
     # Relative to the repo root, as when the tokenizer was trained here: the manifest then matches exactly.
     ap.add_argument("--corpus", type=Path, default=Path(".stage/wiki"))
     ap.add_argument("--data-dir", type=Path, default=Path(".stage/wiki-data"))
@@ -212,7 +208,18 @@ def main() -> None:
     ap.add_argument(
         "--deadline", type=float, default=0, help="skip runs that would end after this many seconds"
     )
-    ap.add_argument("--run-cost", type=float, default=70, help="expected seconds per run beyond the budget")
+    ap.add_argument(
+        "--run-cost", type=float, default=run_cost, help="expected seconds per run beyond the budget"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument(
+        "--runs", nargs="+", default=["SSSL"], help="[torch:|mlx:]PATTERN[,NAME=VALUE...] per run"
+    )
+    ap.add_argument("--budget", type=float, default=120.0, help="training seconds per run")
+    add_stage_args(ap, run_cost=70)
     args = ap.parse_args()
     out = Path(os.environ.get("OUT") or ROOT / ".stage" / "out")
     out.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_h100 import stage  # noqa: E402  (one way to stage the corpus on the device)
+from benchmarks.bench_h100 import add_stage_args, stage  # noqa: E402  (one way to stage the corpus)
 from common.memory import estimate  # noqa: E402
 from common.profiles import TIERS, get_profile, run_timeout  # noqa: E402
 from common.runner import run_experiment  # noqa: E402
@@ -139,13 +139,7 @@ def main() -> None:
     ap.add_argument(
         "--no-triton", action="store_true", help="torch without Triton: uncompiled, as on Windows"
     )
-    ap.add_argument("--corpus", type=Path, default=Path(".stage/wiki"))
-    ap.add_argument("--data-dir", type=Path, default=Path(".stage/wiki-data"))
-    ap.add_argument("--tokens", type=Path, default=Path(".stage/tokens.tar.xz"), help="carried token shards")
-    ap.add_argument(
-        "--deadline", type=float, default=0, help="skip runs that would end after this many seconds"
-    )
-    ap.add_argument("--run-cost", type=float, default=90, help="expected seconds per run beyond the budget")
+    add_stage_args(ap, run_cost=90)
     args = ap.parse_args()
     if args.no_triton and args.twin == "mlx":
         raise SystemExit("--no-triton is for the torch twin")

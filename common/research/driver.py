@@ -34,12 +34,11 @@ from common.research.decide import Decision, confirm, decide
 from common.research.execute import RunSpec, run_key, sha256_text
 from common.research.gitops import Ratchet, merge_text
 from common.research.ledger import now_iso
-from common.research.loop import FIXED_HINT, LoopError, Session, stop_orphan
+from common.research.loop import FAILED, FIXED_HINT, Session, limit_reached, stop_orphan
 from common.research.workers import stop_group
 
 INFLIGHT = "inflight.json"
 MAX_REAPPLY = 3  # a candidate the best outran this many times is discarded: the agent can propose it again
-FAILED = ("agent-failure", "violation", "skip")  # agent turns that count towards --max-failures
 
 
 @dataclass
@@ -153,14 +152,8 @@ class Driver:
     ) -> dict:
         s = self.s
         self.resume()
-        dirty = s.ratchet.tracked_changes()
-        if dirty:
-            raise LoopError(
-                f"uncommitted changes to {', '.join(sorted(dirty)[:5])}: the loop works from a clean tree; commit "
-                "them (git commit -am ...) or stash them, or judge them with `autoresearch run`"
-            )
-        program_path = s.root / "program.md"
-        self.program = program_path.read_text() if program_path.exists() else ""
+        s.require_clean_tree()
+        self.program = s.program_text()
         self.command, self.agent_timeout = agent_command, agent_timeout
         t_end = time.time() + hours * 3600 if hours else None
         turns, why = 0, None
@@ -174,11 +167,8 @@ class Driver:
                         self._start_flow(k, self.queued.pop(0))
                         continue
                     if why is None:
-                        if max_iterations is not None and turns >= max_iterations:
-                            why = f"--max {max_iterations} reached"
-                        elif t_end and time.time() >= t_end:
-                            why = f"--hours {hours:g} reached"
-                        elif min(failures.values()) >= max_failures:
+                        why = limit_reached(turns, max_iterations, t_end, hours)
+                        if why is None and min(failures.values()) >= max_failures:
                             why = f"{max_failures} agent failures in a row on every worker (--max-failures)"
                     if why is None and failures[k] < max_failures:
                         self._start_agent(k)
@@ -409,7 +399,7 @@ class Driver:
                 f"changed {', '.join(fixed[:5])}: only {s.script} may change ({FIXED_HINT}); undone, saved in {saved}",
                 files=fixed,
             )
-        text = (wt.root / s.script).read_text()
+        text = wt.work_tree_script()
         sha = sha256_text(text)
         seen = self._seen(sha)
         if seen:

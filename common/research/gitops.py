@@ -118,6 +118,11 @@ class Ratchet:
         # The blob's exact bytes: `git show` through GitPython strips the final newline, and the sha256 with it.
         return (self.repo.commit(sha).tree / self.script).data_stream.read().decode()
 
+    def work_tree_script(self) -> str:
+        """The script as the work tree holds it, byte for byte (read_text would turn CRLF into LF, and its sha256
+        would then never match the blob's)."""
+        return (self.root / self.script).read_bytes().decode()
+
     def diff(self, a: str, b: str) -> str:
         return self.repo.git.diff(a, b, "--", self.script)
 

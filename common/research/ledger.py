@@ -125,10 +125,6 @@ class Ledger:
 
     # -- runs ----------------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def run_key(script_sha256: str, seed: int, profile: str, dataset: str) -> str:
-        return f"{script_sha256}:{seed}:{profile}:{dataset}"
-
     def cached_run(self, key: str) -> dict | None:
         return self._runs.get(key)
 

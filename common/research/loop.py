@@ -24,10 +24,11 @@ from common import manifest
 from common.profiles import DEFAULT_SEED, get_profile, run_timeout
 from common.research import agents
 from common.research.decide import Decision, confirm, decide, seed_spread
-from common.research.execute import Expected, LiveLine, RunSpec, execute, run_key
+from common.research.execute import Expected, LiveLine, RunSpec, execute, run_key, sha256_text
 from common.research.gitops import Ratchet
 from common.research.ledger import Ledger, now_iso
 
+FAILED = ("agent-failure", "violation", "skip")  # agent turns that count towards --max-failures
 FIXED_HINT = "common/, backends/, prepare.py, tests/, pyproject.toml and program.md are the fixed harness"
 
 
@@ -349,9 +350,7 @@ class Session:
                 reason=f"changed {', '.join(fixed[:5])}: only {self.script} may change ({FIXED_HINT}); undone, "
                 f"saved in {saved}", files=fixed, **extra,
             )  # fmt: skip
-        text = (self.root / self.script).read_bytes().decode()  # the blob's bytes: CRLF stays CRLF, as in git
-        from common.research.execute import sha256_text
-
+        text = self.ratchet.work_tree_script()
         sha = sha256_text(text)
         seen = self.ledger.by_script(sha)
         if seen or self.script not in touched:
@@ -447,28 +446,33 @@ class Session:
         """Ask the agent for a change, judge it, repeat, until --max, --hours, Ctrl-C or `max_failures` agent
         failures in a row. Returns counts."""
         self.reconcile()
+        self.require_clean_tree()
+        self.ensure_baseline()
+        program = self.program_text()
+        t_end = time.time() + hours * 3600 if hours else None
+        done, failures = 0, 0
+        while True:
+            why = limit_reached(done, max_iterations, t_end, hours)
+            if why:
+                return self._stopped(why, done)
+            if failures >= max_failures:
+                return self._stopped(f"{failures} agent failures in a row (--max-failures)", done)
+            rec = self._iteration(agent_command, program, agent_timeout)
+            done += 1
+            failed = rec["status"] in FAILED
+            failures = failures + 1 if failed else 0
+
+    def require_clean_tree(self) -> None:
         dirty = self.ratchet.tracked_changes()
         if dirty:
             raise LoopError(
                 f"uncommitted changes to {', '.join(sorted(dirty)[:5])}: the agent's turn must start from a clean "
                 "tree; commit them (git commit -am ...) or stash them, or judge them with `autoresearch run`"
             )
-        self.ensure_baseline()
-        program_path = self.root / "program.md"
-        program = program_path.read_text() if program_path.exists() else ""
-        t_end = time.time() + hours * 3600 if hours else None
-        done, failures = 0, 0
-        while True:
-            if max_iterations is not None and done >= max_iterations:
-                return self._stopped(f"--max {max_iterations} reached", done)
-            if t_end and time.time() >= t_end:
-                return self._stopped(f"--hours {hours:g} reached", done)
-            if failures >= max_failures:
-                return self._stopped(f"{failures} agent failures in a row (--max-failures)", done)
-            rec = self._iteration(agent_command, program, agent_timeout)
-            done += 1
-            failed = rec["status"] in ("agent-failure", "violation", "skip")
-            failures = failures + 1 if failed else 0
+
+    def program_text(self) -> str:
+        path = self.root / "program.md"
+        return path.read_text() if path.exists() else ""
 
     def _stopped(self, why: str, done: int) -> dict:
         self.say(f"loop: stopped after {done} iterations: {why}. `autoresearch results` shows the table.")
@@ -528,6 +532,15 @@ class Session:
             reason=reason, agent=agent,
         )  # fmt: skip
 
+
+
+def limit_reached(turns: int, max_iterations: int | None, t_end: float | None, hours: float | None) -> str | None:
+    """Why the loop starts no new turn (--max or --hours), or None."""
+    if max_iterations is not None and turns >= max_iterations:
+        return f"--max {max_iterations} reached"
+    if t_end and time.time() >= t_end:
+        return f"--hours {hours:g} reached"
+    return None
 
 
 def stop_orphan(pid: int, marker: str = "train_") -> None:
